@@ -1,0 +1,263 @@
+"""Tensor and Function: the reverse-mode autograd at the bottom of minivgg.
+
+A `Function` holds a hand-written `forward` (ndarrays in, one ndarray out) and
+`backward` (gradient of the output in, one gradient per positional input out).
+`Function.apply` wraps the result in a `Tensor` that remembers the Function that
+made it; `Tensor.backward()` walks those records once in reverse topological order,
+accumulates gradients into leaf tensors and frees each node as soon as it is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+def is_grad_enabled() -> bool:
+    return getattr(_state, "grad_enabled", True)
+
+
+@contextlib.contextmanager
+def _grad_mode(enabled: bool):
+    previous = is_grad_enabled()
+    _state.grad_enabled = enabled
+    try:
+        yield
+    finally:
+        _state.grad_enabled = previous
+
+
+def no_grad():
+    """Context manager (and decorator) under which no graph is recorded."""
+    return _grad_mode(False)
+
+
+def enable_grad():
+    return _grad_mode(True)
+
+
+class Tensor:
+    """An ndarray with an optional gradient and a link to the Function that made it."""
+
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
+    __array_priority__ = 1000  # so ndarray <op> Tensor defers to Tensor's reflected ops
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        array = np.asarray(data, dtype=dtype)
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.ndarray):
+            array = array.astype(np.float32)  # Python floats and lists default to float32
+        self.data = array
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._ctx = None
+
+    # ---- array-like properties -------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        return Tensor(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, threshold=20)}{grad})"
+
+    # ---- graph traversal ---------------------------------------------------------
+    def backward(self, grad=None):
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` that requires it."""
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() called on a tensor that does not require grad: it was computed "
+                "under no_grad() or from inputs none of which require grad")
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without a gradient needs a single-element tensor, got shape "
+                    f"{self.shape}; pass grad= of that shape")
+            grad = np.ones_like(self.data)
+        grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
+        if grad.shape != self.shape:
+            raise ValueError(f"backward(): grad shape {grad.shape} != tensor shape {self.shape}")
+
+        order = _topological_order(self)
+        grads = {id(self): grad}
+        for node in order:  # outputs before inputs
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            fn = node._ctx
+            if fn is None:  # a leaf
+                if node.grad is None:
+                    node.grad = g if g.flags.owndata or g.base is None else g.copy()
+                else:
+                    node.grad = node.grad + g
+                continue
+            input_grads = fn.backward(g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if len(input_grads) != len(fn.inputs):
+                raise RuntimeError(
+                    f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
+                    f"for {len(fn.inputs)} inputs")
+            for inp, ig in zip(fn.inputs, input_grads):
+                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
+                    continue
+                if ig.shape != inp.shape:
+                    raise RuntimeError(
+                        f"{type(fn).__name__}.backward gave a gradient of shape {ig.shape} "
+                        f"for an input of shape {inp.shape}")
+                key = id(inp)
+                if key in grads:
+                    grads[key] = grads[key] + ig
+                else:
+                    grads[key] = ig
+            node._ctx = None  # free the graph (and what forward saved) as we go
+            fn.inputs = ()
+
+    # ---- operators (thin wrappers over functional.basic) -----------------------
+    def __add__(self, other):
+        from .functional.basic import add
+        return add(self, other)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        from .functional.basic import sub
+        return sub(self, other)
+
+    def __rsub__(self, other):
+        from .functional.basic import sub
+        return sub(other, self)
+
+    def __mul__(self, other):
+        from .functional.basic import mul
+        return mul(self, other)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        from .functional.basic import div
+        return div(self, other)
+
+    def __neg__(self):
+        from .functional.basic import mul
+        return mul(self, -1.0)
+
+    def __matmul__(self, other):
+        from .functional.basic import matmul
+        return matmul(self, other)
+
+    def reshape(self, *shape):
+        from .functional.basic import reshape
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return reshape(self, shape)
+
+    view = reshape
+
+    def flatten(self, start_dim: int = 1):
+        from .functional.basic import flatten
+        return flatten(self, start_dim)
+
+    def sum(self, axis=None, keepdims: bool = False):
+        from .functional.basic import sum as sum_
+        return sum_(self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims: bool = False):
+        from .functional.basic import mean
+        return mean(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None):
+        return self.data.argmax(axis=axis)
+
+
+def _topological_order(root: Tensor) -> list:
+    """Every tensor reachable from root, each after all the tensors that depend on it."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for inp in node._ctx.inputs:
+                if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+class Function:
+    """One differentiable operation.
+
+    Subclasses define `forward(self, *arrays, **options) -> ndarray` and
+    `backward(self, grad) -> tuple` (one entry per positional input, None where no
+    gradient is needed). Positional inputs are Tensors, arrays or None (an optional input
+    such as a missing bias); keyword options are never differentiated. Before forward
+    runs, `self.needs_input_grad` says which positional inputs need a gradient and
+    `self.requires_grad` whether any does: forward keeps what backward needs only then.
+    """
+
+    needs_input_grad: tuple = ()
+    requires_grad: bool = False
+    inputs: tuple = ()
+
+    @classmethod
+    def apply(cls, *inputs, **options) -> Tensor:
+        fn = cls()
+        recording = is_grad_enabled()
+        fn.needs_input_grad = tuple(
+            recording and isinstance(t, Tensor) and t.requires_grad for t in inputs)
+        fn.requires_grad = any(fn.needs_input_grad)
+        arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
+        out = Tensor(fn.forward(*arrays, **options), requires_grad=fn.requires_grad)
+        if fn.requires_grad:
+            fn.inputs = inputs
+            out._ctx = fn
+        return out
+
+    def forward(self, *arrays, **options):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+
+def as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
