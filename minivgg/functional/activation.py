@@ -1,2 +1,222 @@
-"""(being written)"""
-__all__ = []
+"""Elementwise activations and dropout, each forward beside its backward."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from ..autograd import Function, Tensor, as_tensor
+
+__all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
+
+
+class ReLU(Function):
+    def forward(self, x):
+        out = np.maximum(x, 0)
+        if self.requires_grad:
+            self.out = out
+        return out
+
+    def backward(self, grad):
+        return (grad * (self.out > 0),)
+
+
+class ELU(Function):
+    """alpha * (exp(x) - 1) for x <= 0, x otherwise."""
+
+    def forward(self, x, alpha=1.0):
+        if self.requires_grad:
+            self.x, self.alpha = x, alpha
+        # exp of the positive side is never used: clamping it avoids overflow warnings
+        return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+    def backward(self, grad):
+        x = self.x
+        return (np.where(x > 0, grad, grad * (self.alpha * np.exp(np.minimum(x, 0)))),)
+
+
+class LeakyReLU(Function):
+    def forward(self, x, negative_slope=0.01):
+        if self.requires_grad:
+            self.x, self.negative_slope = x, negative_slope
+        return np.where(x > 0, x, x * negative_slope)
+
+    def backward(self, grad):
+        return (np.where(self.x > 0, grad, grad * self.negative_slope),)
+
+
+# ---- GELU ------------------------------------------------------------------------
+
+_ERFC_COEFFS = (  # Chebyshev fit: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z >= 0
+    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+_erfc_exact = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _erfc(x: np.ndarray) -> np.ndarray:
+    """Complementary error function in x's dtype (NumPy has none and scipy is not a dependency).
+
+    float32: the Numerical Recipes Chebyshev fit (relative error < 1.2e-7, a float32 ulp,
+    up to 2e-6 in the far tail where erfc < 1e-10). float64 (gradient checks): math.erfc
+    per element, exact but slow.
+    """
+    if x.dtype == np.float64:
+        return np.asarray(_erfc_exact(x), dtype=np.float64)
+    z = np.abs(x)
+    t = 1 / (1 + 0.5 * z)
+    poly = np.full_like(t, _ERFC_COEFFS[-1])
+    for c in _ERFC_COEFFS[-2::-1]:
+        poly *= t
+        poly += c
+    poly -= z * z
+    tail = t * np.exp(poly)  # erfc(|x|)
+    return np.where(x >= 0, tail, 2 - tail)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_TANH_BETA = math.sqrt(2 / math.pi)
+_TANH_KAPPA = 0.044715
+
+
+class GELU(Function):
+    """x * Phi(x), Phi the standard normal CDF; or its tanh approximation."""
+
+    def forward(self, x, approximate="none"):
+        if approximate == "tanh":
+            inner = _TANH_BETA * (x + _TANH_KAPPA * x * x * x)
+            tanh_inner = np.tanh(inner)
+            out = 0.5 * x * (1 + tanh_inner)
+            if self.requires_grad:
+                self.x, self.tanh_inner = x, tanh_inner
+        else:
+            cdf = 0.5 * _erfc(-_SQRT_HALF * x)  # Phi(x), accurate in the left tail too
+            out = x * cdf
+            if self.requires_grad:
+                self.x, self.cdf = x, cdf
+        self.approximate = approximate
+        return out
+
+    def backward(self, grad):
+        x = self.x
+        if self.approximate == "tanh":
+            t = self.tanh_inner
+            d_inner = _TANH_BETA * (1 + 3 * _TANH_KAPPA * x * x)
+            slope = 0.5 * (1 + t) + 0.5 * x * ((1 - t) * (1 + t)) * d_inner
+        else:
+            pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+            slope = self.cdf + x * pdf
+        return (grad * slope,)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        out = np.tanh(x)
+        if self.requires_grad:
+            self.out = out
+        return out
+
+    def backward(self, grad):
+        # (1 - t)(1 + t) rather than 1 - t*t: exact 1 - t where |t| is close to 1
+        return (grad * ((1 - self.out) * (1 + self.out)),)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        e = np.exp(-np.abs(x))  # never overflows
+        out = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        if self.requires_grad:
+            self.out = out
+        return out
+
+    def backward(self, grad):
+        return (grad * self.out * (1 - self.out),)
+
+
+def _check_number(op: str, name: str, value) -> None:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{op}: {name} must be a number, got {value!r}")
+
+
+def relu(x) -> Tensor:
+    return ReLU.apply(x)
+
+
+def elu(x, alpha: float = 1.0) -> Tensor:
+    _check_number("elu", "alpha", alpha)
+    return ELU.apply(x, alpha=alpha)
+
+
+def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
+    _check_number("leaky_relu", "negative_slope", negative_slope)
+    return LeakyReLU.apply(x, negative_slope=negative_slope)
+
+
+def gelu(x, approximate: str = "none") -> Tensor:
+    """x * Phi(x) (approximate="none", exact erf form) or its "tanh" approximation."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate=approximate)
+
+
+def tanh(x) -> Tensor:
+    return Tanh.apply(x)
+
+
+def sigmoid(x) -> Tensor:
+    return Sigmoid.apply(x)
+
+
+# ---- dropout ---------------------------------------------------------------------
+
+class Dropout(Function):
+    """out = x * mask; mask holds 0 or 1 / (1 - p) and broadcasts against x."""
+
+    def forward(self, x, mask=None):
+        if self.requires_grad:
+            self.mask = mask
+        return x * mask
+
+    def backward(self, grad):
+        return (grad * self.mask,)
+
+
+def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
+    if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p <= 1:
+        raise ValueError(f"{op}: p must be a probability in [0, 1], got {p!r}")
+    if not training or p == 0:
+        return x
+    if rng is None:
+        raise ValueError(f"{op}: training with p={p} needs rng=numpy.random.Generator "
+                         f"(e.g. numpy.random.default_rng(seed)); minivgg uses no global "
+                         f"random state")
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    if p == 1:
+        mask = np.zeros(mask_shape, dtype=x.dtype)
+    else:
+        # keep with probability 1 - p; the uniform draws become the mask in place
+        mask = rng.random(mask_shape, dtype=np.float32)
+        np.greater_equal(mask, p, out=mask)
+        mask = mask.astype(x.dtype, copy=False)
+        mask *= 1 / (1 - p)
+    return Dropout.apply(x, mask=mask)
+
+
+def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
+    """Inverted dropout: zero each element with probability p, scale the rest by 1 / (1 - p).
+
+    rng: a numpy.random.Generator (required when training with p > 0); the same seed
+    gives the same mask. Identity (the input itself) when not training.
+    """
+    x = as_tensor(x)
+    return _dropout("dropout", x, p, training, rng, x.shape)
+
+
+def dropout2d(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:
+    """Channel dropout for (N, C, H, W): zero whole channels with probability p."""
+    x = as_tensor(x)
+    if x.ndim != 4:
+        raise ValueError(f"dropout2d expects an input of shape (N, C, H, W), got shape {x.shape}")
+    return _dropout("dropout2d", x, p, training, rng, x.shape[:2] + (1, 1))

@@ -1,2 +1,248 @@
-"""(being written)"""
-__all__ = []
+"""Batch normalisation and layer normalisation, each forward beside its backward."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..autograd import Function, Tensor, as_tensor
+
+__all__ = ["batch_norm", "layer_norm"]
+
+
+# ---- per-channel reductions over a (N, C, M) view ----------------------------------
+# einsum sums each (n, c) row of M contiguous values without a temporary array (a
+# product is summed in the same loop); the N partial sums are then added pairwise,
+# which keeps float32 sums of millions of values accurate to ~1e-7.
+
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    """sum of a (N, C, M) over N and M -> (C,)"""
+    return np.einsum("ncm->nc", a).sum(axis=0)
+
+
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum of a * b (both (N, C, M)) over N and M -> (C,)"""
+    return np.einsum("ncm,ncm->nc", a, b).sum(axis=0)
+
+
+def _as_channel_view(x: np.ndarray) -> np.ndarray:
+    """(N, C), (N, C, L) or (N, C, H, W) -> (N, C, M); a view when x is contiguous."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """(C,) -> (C, 1, ...), broadcasting against an (N, C, ...) array of ndim dims."""
+    return v.reshape((-1,) + (1,) * (ndim - 2))
+
+
+class BatchNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1).
+
+    Training normalises with the batch statistics (biased variance) and updates the
+    running statistics in place (unbiased variance), as PyTorch does; eval normalises
+    with the running statistics.
+    """
+
+    def forward(self, x, weight, bias, running_mean=None, running_var=None,
+                training=False, momentum=0.1, eps=1e-5):
+        x = np.ascontiguousarray(x)
+        self.training, self.weight = training, weight
+        if training:
+            n, _, m = _as_channel_view(x).shape
+            count = n * m
+            mean = _channel_sum(_as_channel_view(x)) / count  # (C,)
+            centred = x - _per_channel(mean, x.ndim)  # (N, C, ...)
+            # Corrected two-pass variance (Chan, Golub & LeVeque): the rounding error of the
+            # float32 mean leaves a small residual mean in `centred`; measuring it and
+            # folding it into mean, var and the gradients keeps channels whose mean is far
+            # from zero accurate without another pass over `centred`.
+            residual = _channel_sum(_as_channel_view(centred)) / count  # (C,)
+            var = _channel_dot(_as_channel_view(centred), _as_channel_view(centred)) / count
+            var = np.maximum(var - residual * residual, 0)  # biased, used to normalise
+            mean += residual
+            invstd = 1.0 / np.sqrt(var + eps)
+            if running_mean is not None:
+                running_mean[...] = momentum * mean + (1 - momentum) * running_mean
+            if running_var is not None:
+                unbiased = var * (count / (count - 1))
+                running_var[...] = momentum * unbiased + (1 - momentum) * running_var
+            scale = invstd if weight is None else invstd * weight  # (C,)
+            shift = -residual * scale if bias is None else bias - residual * scale
+            if self.requires_grad:
+                # backward writes dx into centred's buffer
+                self.centred, self.residual, self.invstd = centred, residual, invstd
+                out = centred * _per_channel(scale, x.ndim)
+            else:
+                out = centred
+                out *= _per_channel(scale, x.ndim)
+            out += _per_channel(shift, x.ndim)
+            return out
+
+        mean = running_mean.astype(x.dtype, copy=False)
+        invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
+        scale = invstd if weight is None else invstd * weight  # (C,)
+        shift = -mean * scale if bias is None else bias - mean * scale
+        out = x * _per_channel(scale, x.ndim)
+        out += _per_channel(shift, x.ndim)
+        if self.requires_grad:
+            self.x, self.mean, self.invstd = x, mean, invstd
+        return out
+
+    def backward(self, grad):
+        grad = np.ascontiguousarray(grad)
+        if self.training:
+            return self._backward_training(grad)
+        need_x, need_w, need_b = self.needs_input_grad
+        dy = _as_channel_view(grad)  # (N, C, M)
+        gb = _channel_sum(dy) if need_b else None
+        gw = gx = None
+        if need_w:
+            centred = self.x - _per_channel(self.mean, grad.ndim)
+            gw = _channel_dot(dy, _as_channel_view(centred)) * self.invstd
+        if need_x:
+            scale = self.invstd if self.weight is None else self.invstd * self.weight
+            gx = grad * _per_channel(scale, grad.ndim)
+        return gx, gw, gb
+
+    def _backward_training(self, grad):
+        # dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel,
+        # xhat = (centred - residual) * invstd
+        need_x, need_w, need_b = self.needs_input_grad
+        centred, residual, invstd = self.centred, self.residual, self.invstd
+        self.centred = None  # its buffer becomes dx: backward runs once per graph
+        dy = _as_channel_view(grad)  # (N, C, M)
+        n, _, m = dy.shape
+        count = n * m
+        sum_dy = _channel_sum(dy)
+        sum_dy_xhat = (_channel_dot(dy, _as_channel_view(centred)) - residual * sum_dy) * invstd
+        gw = sum_dy_xhat if need_w else None
+        gb = sum_dy if need_b else None
+        gx = None
+        if need_x:
+            xhat_coeff = -sum_dy_xhat / count  # dx / k = dy - mean(dy) + xhat_coeff * xhat
+            centred_coeff = xhat_coeff * invstd
+            gx = centred
+            gx *= _per_channel(centred_coeff, grad.ndim)
+            gx -= _per_channel(centred_coeff * residual + sum_dy / count, grad.ndim)
+            gx += grad
+            gx *= _per_channel(invstd if self.weight is None else invstd * self.weight, grad.ndim)
+        return gx, gw, gb
+
+
+def _stat_array(op: str, name: str, stat, channels: int, x_shape) -> np.ndarray | None:
+    if stat is None:
+        return None
+    array = stat.data if isinstance(stat, Tensor) else stat
+    if not isinstance(array, np.ndarray):
+        raise ValueError(f"{op}: {name} must be a NumPy array of shape ({channels},) (it is "
+                        f"updated in place), got {type(stat).__name__}")
+    if array.shape != (channels,):
+        raise ValueError(f"{op}: {name} has shape {array.shape} but the input of shape "
+                         f"{tuple(x_shape)} has {channels} channels; pass one value per channel")
+    return array
+
+
+def _check_affine(op: str, name: str, param, expected: tuple, x_shape) -> None:
+    if param is not None and tuple(param.shape) != expected:
+        raise ValueError(f"{op}: {name} has shape {tuple(param.shape)} but the input of shape "
+                         f"{tuple(x_shape)} needs {expected}")
+
+
+def _check_eps(op: str, eps) -> None:
+    if not isinstance(eps, numbers.Real) or eps < 0:
+        raise ValueError(f"{op}: eps must be a non-negative number, got {eps!r}")
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Batch normalisation over axis 1 of (N, C), (N, C, L) or (N, C, H, W), as torch's.
+
+    running_mean / running_var: (C,) arrays (or None), updated in place when training:
+    running = (1 - momentum) * running + momentum * batch_stat, with the unbiased batch
+    variance. For a cumulative average (torch's momentum=None), pass 1 / batches_seen.
+    """
+    x = as_tensor(x)
+    if x.ndim not in (2, 3, 4):
+        raise ValueError(f"batch_norm expects an input of shape (N, C), (N, C, L) or "
+                         f"(N, C, H, W), got shape {x.shape}")
+    channels = x.shape[1]
+    running_mean = _stat_array("batch_norm", "running_mean", running_mean, channels, x.shape)
+    running_var = _stat_array("batch_norm", "running_var", running_var, channels, x.shape)
+    _check_affine("batch_norm", "weight", weight, (channels,), x.shape)
+    _check_affine("batch_norm", "bias", bias, (channels,), x.shape)
+    _check_eps("batch_norm", eps)
+    if training:
+        if not isinstance(momentum, numbers.Real) or not 0 <= momentum <= 1:
+            raise ValueError(f"batch_norm: momentum must be a number in [0, 1], got {momentum!r} "
+                             f"(for a cumulative average pass 1 / number of batches seen)")
+        if x.size // channels == 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, "
+                             f"got input of shape {x.shape}; use a larger batch or eval mode")
+    elif running_mean is None or running_var is None:
+        raise ValueError("batch_norm: eval mode (training=False) normalises with the running "
+                         "statistics, but running_mean or running_var is None; pass them or "
+                         "use training=True")
+    return BatchNorm.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
+                           training=bool(training), momentum=momentum, eps=eps)
+
+
+class LayerNorm(Function):
+    """Normalise each sample over its trailing dims: x viewed as (B, D)."""
+
+    def forward(self, x, weight, bias, normalized_shape=(), eps=1e-5):
+        d = int(np.prod(normalized_shape))
+        x2 = x.reshape(-1, d)  # (B, D)
+        mean = x2.mean(axis=1, keepdims=True)  # (B, 1)
+        xhat = x2 - mean
+        var = np.einsum("bd,bd->b", xhat, xhat)[:, None] / d
+        invstd = 1.0 / np.sqrt(var + eps)  # (B, 1)
+        xhat *= invstd
+        if self.requires_grad:
+            self.xhat, self.invstd, self.weight = xhat, invstd, weight
+            self.normalized_shape = normalized_shape
+            out = xhat * weight.reshape(d) if weight is not None else xhat.copy()
+        else:
+            out = xhat
+            if weight is not None:
+                out *= weight.reshape(d)
+        if bias is not None:
+            out += bias.reshape(d)
+        return out.reshape(x.shape)
+
+    def backward(self, grad):
+        need_x, need_w, need_b = self.needs_input_grad
+        xhat = self.xhat
+        dy = grad.reshape(xhat.shape)  # (B, D)
+        d = xhat.shape[1]
+        gw = gb = gx = None
+        if need_w:
+            gw = np.einsum("bd,bd->d", dy, xhat).reshape(self.normalized_shape)
+        if need_b:
+            gb = dy.sum(axis=0).reshape(self.normalized_shape)
+        if need_x:
+            # dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * weight, per row
+            g = dy * self.weight.reshape(d) if self.weight is not None else dy.copy()
+            mean_g = g.mean(axis=1, keepdims=True)
+            mean_g_xhat = np.einsum("bd,bd->b", g, xhat)[:, None] / d
+            g -= mean_g
+            g -= xhat * mean_g_xhat
+            g *= self.invstd
+            gx = g.reshape(grad.shape)
+        return gx, gw, gb
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
+    """Normalise over the trailing dims `normalized_shape` (an int or a tuple), as torch's."""
+    x = as_tensor(x)
+    if isinstance(normalized_shape, numbers.Integral):
+        normalized_shape = (int(normalized_shape),)
+    normalized_shape = tuple(normalized_shape)
+    k = len(normalized_shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != normalized_shape:
+        raise ValueError(f"layer_norm: the input of shape {x.shape} does not end in "
+                         f"normalized_shape {normalized_shape}; pass the trailing dims to "
+                         f"normalise over")
+    _check_affine("layer_norm", "weight", weight, normalized_shape, x.shape)
+    _check_affine("layer_norm", "bias", bias, normalized_shape, x.shape)
+    _check_eps("layer_norm", eps)
+    return LayerNorm.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)

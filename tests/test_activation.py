@@ -1,0 +1,205 @@
+"""Activations and dropout: gradient checks, PyTorch parity, dropout statistics, errors."""
+import math
+
+import numpy as np
+import pytest
+
+import minivgg
+import minivgg.functional as F
+from minivgg.functional.activation import _erfc
+from conftest import gradcheck
+
+SHAPES = [(7,), (3, 4), (2, 3, 2, 2)]
+
+# name -> (minivgg op, torch op given the torch module)
+ACTIVATIONS = {
+    "relu": (F.relu, lambda t: t.nn.functional.relu),
+    "elu": (F.elu, lambda t: t.nn.functional.elu),
+    "elu_alpha": (lambda x: F.elu(x, alpha=0.7), lambda t: lambda x: t.nn.functional.elu(x, 0.7)),
+    "leaky_relu": (F.leaky_relu, lambda t: t.nn.functional.leaky_relu),
+    "leaky_relu_slope": (lambda x: F.leaky_relu(x, negative_slope=0.2),
+                         lambda t: lambda x: t.nn.functional.leaky_relu(x, 0.2)),
+    "gelu": (F.gelu, lambda t: t.nn.functional.gelu),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"),
+                  lambda t: lambda x: t.nn.functional.gelu(x, approximate="tanh")),
+    "tanh": (F.tanh, lambda t: t.tanh),
+    "sigmoid": (F.sigmoid, lambda t: t.sigmoid),
+}
+
+
+def _away_from_kinks(shape, seed=0, dtype=np.float64, scale=2.0):
+    x = np.random.default_rng(seed).standard_normal(shape) * scale
+    x[np.abs(x) < 0.05] += 0.1  # central differences must not straddle relu's kink
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_activation_gradcheck(name, shape):
+    gradcheck(ACTIVATIONS[name][0], _away_from_kinks(shape))
+
+
+def _forward_backward(fn, x, grad):
+    t = minivgg.Tensor(x, requires_grad=True)
+    out = fn(t)
+    out.backward(grad)
+    return out.data, t.grad
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_matches_torch(torch, name):
+    ours_fn, theirs_fn = ACTIVATIONS[name][0], ACTIVATIONS[name][1](torch)
+    x = np.concatenate([_away_from_kinks((2, 3, 8, 8), 1, scale=3.0).ravel(),
+                        np.linspace(-12, 12, 481), [0.0, -0.0]]).astype(np.float32)
+    grad = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    ours = _forward_backward(ours_fn, x, grad)
+    reference = _forward_backward(ours_fn, x.astype(np.float64), grad.astype(np.float64))
+    xt = torch.tensor(x, requires_grad=True)
+    theirs_out = theirs_fn(xt)
+    theirs_out.backward(torch.tensor(grad))
+    theirs = (theirs_out.detach().numpy(), xt.grad.numpy())
+    for what, a, t, r in zip(["output", "gradient"], ours, theirs, reference):
+        assert a.dtype == np.float32, what
+        np.testing.assert_allclose(a, t, rtol=1e-5, atol=3e-6, err_msg=what)
+        # and no less accurate than torch's float32 (against float64, itself checked below)
+        assert np.abs(a - r).max() <= 2 * np.abs(t - r).max() + 1e-7, what
+
+
+def test_activations_keep_float64(torch):
+    x = np.linspace(-6, 6, 101)
+    for name, (ours_fn, theirs_fn) in ACTIVATIONS.items():
+        out = ours_fn(x)
+        assert out.dtype == np.float64, name
+        np.testing.assert_allclose(out.data, theirs_fn(torch)(torch.tensor(x)).numpy(),
+                                   rtol=1e-13, atol=1e-15, err_msg=name)
+
+
+def test_sigmoid_and_elu_do_not_overflow():
+    x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0], np.float32)
+    with np.errstate(over="raise", invalid="raise"):
+        s = F.sigmoid(x).data
+        e = F.elu(x).data
+    np.testing.assert_allclose(s, [0.0, 1.9287e-22, 0.5, 1.0, 1.0], rtol=1e-4)
+    np.testing.assert_allclose(e, [-1.0, -1.0, 0.0, 50.0, 1000.0])
+
+
+def test_erfc_float32_accuracy():
+    x = np.linspace(-9, 9, 36001, dtype=np.float32)
+    got = _erfc(x)
+    assert got.dtype == np.float32
+    expected = np.array([math.erfc(float(v)) for v in x])
+    relative = np.abs(got - expected) / expected
+    # a few float32 ulps; more in the right tail where rounding -x*x costs relative accuracy
+    assert relative[np.abs(x) <= 2].max() < 6e-7
+    assert relative[np.abs(x) <= 3].max() < 1.5e-6
+    assert relative.max() < 1e-5
+    assert np.abs(got - expected).max() < 5e-7
+    assert _erfc(np.array(0.5)).shape == ()  # 0-d float64 goes through math.erfc
+    assert _erfc(np.array(0.5)) == math.erfc(0.5)
+
+
+def test_activation_option_errors():
+    with pytest.raises(ValueError, match="gelu: approximate must be 'none' or 'tanh', got 'erf'"):
+        F.gelu(np.zeros(3), approximate="erf")
+    with pytest.raises(ValueError, match="elu: alpha must be a number"):
+        F.elu(np.zeros(3), alpha="1")
+    with pytest.raises(ValueError, match="leaky_relu: negative_slope must be a number"):
+        F.leaky_relu(np.zeros(3), negative_slope=None)
+
+
+def test_relu_gradient_is_zero_at_zero():
+    x = minivgg.Tensor(np.array([-1.0, 0.0, 2.0], np.float32), requires_grad=True)
+    F.relu(x).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 1.0])
+
+
+# ---- dropout -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_statistics_and_exact_scale(torch, p):
+    n = 200_000
+    x = minivgg.Tensor(np.ones(n, np.float32), requires_grad=True)
+    out = F.dropout(x, p, training=True, rng=np.random.default_rng(0))
+    kept = out.data != 0
+    assert abs(kept.mean() - (1 - p)) < 5 * math.sqrt(p * (1 - p) / n)
+    scale = np.float32(1 / (1 - p))
+    np.testing.assert_array_equal(out.data[kept], scale)  # exact, in float32
+    torch_out = torch.nn.functional.dropout(torch.ones(1000), p, training=True).numpy()
+    assert torch_out[torch_out != 0][0] == scale  # the same scale as torch, bit for bit
+    out.backward(np.full(n, 2.0, np.float32))
+    np.testing.assert_array_equal(x.grad, 2 * out.data)  # gradient flows through kept units
+    assert out.dtype == np.float32 and x.grad.dtype == np.float32
+
+
+def test_dropout_same_seed_same_mask():
+    x = np.random.default_rng(5).standard_normal((4, 3, 5, 5)).astype(np.float32)
+    a = F.dropout(x, 0.3, rng=np.random.default_rng(11)).data
+    b = F.dropout(x, 0.3, rng=np.random.default_rng(11)).data
+    c = F.dropout(x, 0.3, rng=np.random.default_rng(12)).data
+    np.testing.assert_array_equal(a, b)
+    assert np.any((a == 0) != (c == 0))
+
+
+def test_dropout_uses_no_global_random_state():
+    np.random.seed(3)
+    expected = np.random.random(3)
+    np.random.seed(3)
+    F.dropout(np.ones(100), 0.5, rng=np.random.default_rng(0))
+    F.dropout2d(np.ones((2, 3, 2, 2)), 0.5, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(np.random.random(3), expected)
+
+
+def test_dropout_gradcheck():
+    x = np.random.default_rng(0).standard_normal((3, 4, 2, 2))
+    gradcheck(lambda t: F.dropout(t, 0.4, rng=np.random.default_rng(1)), x)
+    gradcheck(lambda t: F.dropout2d(t, 0.4, rng=np.random.default_rng(1)), x)
+
+
+def test_dropout_is_identity_in_eval_and_for_p_zero():
+    x = minivgg.Tensor(np.arange(6, dtype=np.float32), requires_grad=True)
+    assert F.dropout(x, 0.5, training=False) is x
+    assert F.dropout(x, 0.0, training=True) is x  # no rng needed: nothing is random
+    assert F.dropout2d(np.ones((1, 2, 2, 2)), 0.5, training=False).data.sum() == 8
+
+
+def test_dropout_p_one_gives_zeros():
+    x = minivgg.Tensor(np.ones((3, 4), np.float32), requires_grad=True)
+    out = F.dropout(x, 1.0, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(out.data, 0)
+    out.sum().backward()
+    np.testing.assert_array_equal(x.grad, 0)
+    assert x.grad.dtype == np.float32
+
+
+def test_dropout_keeps_float64():
+    out = F.dropout(np.ones(50), 0.5, rng=np.random.default_rng(0))
+    assert out.dtype == np.float64
+    assert set(np.unique(out.data)) <= {0.0, 2.0}
+
+
+def test_dropout2d_zeroes_whole_channels():
+    n, c = 64, 32
+    x = np.ones((n, c, 3, 3), np.float32)
+    out = F.dropout2d(x, 0.25, rng=np.random.default_rng(3)).data
+    per_channel = out.reshape(n, c, -1)
+    assert np.all(per_channel.min(axis=2) == per_channel.max(axis=2))  # all or nothing
+    kept = per_channel[:, :, 0] != 0
+    assert abs(kept.mean() - 0.75) < 5 * math.sqrt(0.25 * 0.75 / (n * c))
+    np.testing.assert_array_equal(per_channel[kept], np.float32(1 / 0.75))
+
+
+def test_dropout_errors():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"dropout: training with p=0.5 needs rng=numpy.random"):
+        F.dropout(x, 0.5, training=True)
+    with pytest.raises(ValueError, match=r"dropout: p must be a probability in \[0, 1\], got 1.5"):
+        F.dropout(x, 1.5, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"dropout: p must be a probability"):
+        F.dropout(x, -0.1, training=False)
+    with pytest.raises(ValueError, match="rng must be a numpy.random.Generator, got int"):
+        F.dropout(x, 0.5, rng=0)
+    with pytest.raises(ValueError, match=r"dropout2d expects an input of shape \(N, C, H, W\), "
+                                         r"got shape \(2, 3\)"):
+        F.dropout2d(x, 0.5, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="dropout2d: training with p=0.5 needs rng"):
+        F.dropout2d(np.ones((1, 2, 2, 2)), 0.5)

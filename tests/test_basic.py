@@ -1,0 +1,163 @@
+"""Elementwise arithmetic, matmul, shape ops, reductions and linear: gradients and torch parity."""
+import numpy as np
+import pytest
+
+import minivgg
+import minivgg.functional as F
+from conftest import gradcheck
+
+BROADCAST_PAIRS = [
+    ((3, 4), (3, 4)),
+    ((3, 4), (4,)),
+    ((4,), (3, 4)),
+    ((2, 3, 4), (3, 1)),
+    ((3, 1), (1, 4)),
+    ((2, 1, 4), (3, 1)),
+    ((2, 3), ()),
+]
+ARITHMETIC = {
+    "add": (F.add, lambda a, b: a + b),
+    "sub": (F.sub, lambda a, b: a - b),
+    "mul": (F.mul, lambda a, b: a * b),
+    "div": (F.div, lambda a, b: a / b),
+}
+
+
+def _arrays(shape_a, shape_b, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape_a)
+    b = rng.uniform(0.5, 2.0, shape_b) * rng.choice([-1, 1], shape_b)  # safe divisor
+    return a.astype(dtype), b.astype(dtype)
+
+
+@pytest.mark.parametrize("op", ARITHMETIC)
+@pytest.mark.parametrize("shape_a, shape_b", BROADCAST_PAIRS)
+def test_arithmetic_gradcheck_with_broadcasting(op, shape_a, shape_b):
+    gradcheck(ARITHMETIC[op][0], *_arrays(shape_a, shape_b))
+
+
+@pytest.mark.parametrize("op", ARITHMETIC)
+@pytest.mark.parametrize("shape_a, shape_b", BROADCAST_PAIRS)
+def test_arithmetic_matches_torch(torch, op, shape_a, shape_b):
+    ours_fn, torch_fn = ARITHMETIC[op]
+    a, b = _arrays(shape_a, shape_b, 1, np.float32)
+    ta, tb = minivgg.Tensor(a, requires_grad=True), minivgg.Tensor(b, requires_grad=True)
+    out = ours_fn(ta, tb)
+    grad = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    out.backward(grad)
+    xa, xb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    expected = torch_fn(xa, xb)
+    expected.backward(torch.tensor(grad))
+    assert out.dtype == np.float32 and out.shape == tuple(expected.shape)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-7)
+    for ours, theirs, shape in [(ta.grad, xa.grad, shape_a), (tb.grad, xb.grad, shape_b)]:
+        assert ours.shape == shape and ours.dtype == np.float32  # unbroadcast to the input shape
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_operators_with_scalars_and_arrays():
+    x = minivgg.Tensor(np.array([1.0, 2.0, 4.0], np.float32), requires_grad=True)
+    y = (x + 1.0) * 3.0 - x / 2.0 + (1.0 - x) + np.ones(3, np.float32) * x - (-x)
+    assert isinstance(y, minivgg.Tensor) and y.dtype == np.float32
+    np.testing.assert_allclose(y.data, 3 * (x.data + 1) - x.data / 2 + 1 - x.data + 2 * x.data)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad, np.full(3, 3 - 0.5 - 1 + 1 + 1))
+
+
+@pytest.mark.parametrize("shapes", [((3, 4), (4, 5)), ((1, 3), (3, 1)), ((5, 2), (2, 2))])
+def test_matmul_gradcheck_and_torch(torch, shapes):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
+    gradcheck(F.matmul, a, b)
+    ta = minivgg.Tensor(a.astype(np.float32), requires_grad=True)
+    tb = minivgg.Tensor(b.astype(np.float32), requires_grad=True)
+    out = ta @ tb
+    out.backward(np.ones(out.shape, np.float32))
+    xa = torch.tensor(a.astype(np.float32), requires_grad=True)
+    xb = torch.tensor(b.astype(np.float32), requires_grad=True)
+    (xa @ xb).sum().backward()
+    np.testing.assert_allclose(out.data, (xa @ xb).detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ta.grad, xa.grad.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(tb.grad, xb.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_reshape_and_flatten():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    gradcheck(lambda t: F.reshape(t, (4, 6)), x)
+    gradcheck(lambda t: t.reshape(6, -1), x)
+    gradcheck(lambda t: t.view((3, 8)), x)
+    for start_dim, shape in [(0, (24,)), (1, (2, 12)), (2, (2, 3, 4))]:
+        out = F.flatten(x, start_dim)
+        assert out.shape == shape
+        np.testing.assert_array_equal(out.data.ravel(), x.ravel())
+        gradcheck(lambda t, s=start_dim: t.flatten(s), x)
+    with pytest.raises(ValueError,
+                       match=r"flatten: start_dim 3 is out of range for shape \(2, 3, 4\)"):
+        F.flatten(x, 3)
+    with pytest.raises(ValueError, match="flatten: start_dim -1 is out of range"):
+        F.flatten(x, -1)
+
+
+REDUCTION_CASES = [(None, False), (0, False), (1, True), (-1, False),
+                   ((0, 2), False), ((0, 2), True)]
+
+
+@pytest.mark.parametrize("axis, keepdims", REDUCTION_CASES)
+@pytest.mark.parametrize("name", ["sum", "mean"])
+def test_reductions_gradcheck_and_torch(torch, name, axis, keepdims):
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    gradcheck(lambda t: getattr(F, name)(t, axis=axis, keepdims=keepdims), x)
+    t = minivgg.Tensor(x.astype(np.float32), requires_grad=True)
+    out = getattr(t, name)(axis=axis, keepdims=keepdims)
+    grad = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    out.backward(grad)
+    xt = torch.tensor(x.astype(np.float32), requires_grad=True)
+    dims = tuple(range(3)) if axis is None else axis
+    expected = getattr(torch, name)(xt, dim=dims, keepdim=keepdims)
+    expected.backward(torch.tensor(grad))
+    assert out.dtype == np.float32 and t.grad.dtype == np.float32
+    assert out.shape == tuple(expected.shape)
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(t.grad, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_gradcheck_and_torch(torch, bias):
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((4, 3)), rng.standard_normal((5, 3)), rng.standard_normal(5)
+    if bias:
+        gradcheck(F.linear, x, w, b)
+    else:
+        gradcheck(F.linear, x, w)
+    params = [minivgg.Tensor(a.astype(np.float32), requires_grad=True)
+              for a in ([x, w, b] if bias else [x, w])]
+    out = F.linear(*params)
+    grad = rng.standard_normal((4, 5)).astype(np.float32)
+    out.backward(grad)
+    tparams = [torch.tensor(p.data, requires_grad=True) for p in params]
+    expected = torch.nn.functional.linear(*tparams)
+    expected.backward(torch.tensor(grad))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-6)
+    for p, tp in zip(params, tparams):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_gradient_only_for_parameters():
+    """The input needs no gradient (a first layer): weight and bias still get theirs."""
+    x = np.ones((2, 3), np.float32)
+    w = minivgg.Tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    b = minivgg.Tensor(np.zeros(4, np.float32), requires_grad=True)
+    F.linear(x, w, b).sum().backward()
+    np.testing.assert_array_equal(w.grad, np.full((4, 3), 2.0))
+    np.testing.assert_array_equal(b.grad, np.full(4, 2.0))
+
+
+def test_linear_errors():
+    w = np.zeros((5, 3), np.float32)
+    with pytest.raises(ValueError, match=r"linear expects a 2-D input \(N, in_features\), "
+                                         r"got shape \(2, 3, 4\)"):
+        F.linear(np.zeros((2, 3, 4), np.float32), w)
+    with pytest.raises(ValueError, match=r"linear: input has 4 features but the weight expects 3 "
+                                         r"\(weight shape \(5, 3\), input shape \(2, 4\)\)"):
+        F.linear(np.zeros((2, 4), np.float32), w)
