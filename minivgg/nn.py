@@ -364,6 +364,21 @@ class Module:
         for param in self.parameters():
             param.grad = None
 
+    def astype(self, dtype) -> "Module":
+        """Cast every floating-point parameter and buffer to `dtype`, in place.
+
+        Training is float32; float64 is for gradient checks and exact comparisons.
+        """
+        for module in self.modules():
+            for param in module._parameters.values():
+                if param is not None:
+                    param.data = param.data.astype(dtype)
+                    param.grad = None
+            for name, buffer in module._buffers.items():
+                if buffer is not None and np.issubdtype(buffer.dtype, np.floating):
+                    module._buffers[name] = buffer.astype(dtype)
+        return self
+
     def initialize(self, rng):
         """Re-initialise every layer with `reset_parameters`, in modules() order, from one Generator.
 

@@ -1,0 +1,315 @@
+"""The `minivgg` command line: a thin layer that parses, calls the library and prints."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# ---- argument types --------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be non-negative, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be positive, got 0")
+    return value
+
+
+def _shape(text: str) -> tuple:
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W such as 1,28,28, got {text!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise argparse.ArgumentTypeError(f"expected three positive sizes C,H,W, got {text!r}")
+    return dims
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .experiment import run_recipe
+    from .models import DEFAULT_RECIPE, RECIPES, get_model_spec, get_recipe
+
+    if args.resume:
+        if any(v is not None for v in (args.recipe, args.model, args.dataset, args.epochs, args.iters,
+                                       args.batch_size, args.lr, args.seed)):
+            raise CLIError("--resume continues a run with its saved recipe; drop the other training "
+                           "flags (start a new run to change them)")
+        result = run_recipe(None, data_dir=args.data_dir, resume=args.resume, download=args.download,
+                            progress=args.progress)
+        return _report_run(result)
+    if args.recipe is None and args.model is not None:
+        get_model_spec(args.model)  # unknown model: list the valid ones
+        matching = [r for r in RECIPES.values() if r.model == args.model]
+        recipe = matching[0] if matching else get_recipe(DEFAULT_RECIPE)
+    else:
+        recipe = get_recipe(args.recipe or DEFAULT_RECIPE)
+    changes = dict(model=args.model, dataset=args.dataset, epochs=args.epochs, iters=args.iters,
+                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, optimizer=args.optimizer,
+                   momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                   max_lr=args.max_lr, label_smoothing=args.label_smoothing, patience=args.patience,
+                   val_fraction=args.val_fraction, ema=args.ema, grad_clip=args.grad_clip,
+                   log_every=args.log_every)
+    if args.model is not None:
+        get_model_spec(args.model)
+    if args.dataset is not None:
+        from .data import get_dataset_info
+        get_dataset_info(args.dataset)
+    if args.no_augment:
+        changes["augment"] = ()
+    if args.tta:
+        changes["tta_flip"] = True
+    if changes.get("max_lr") is None and args.lr is not None and recipe.max_lr is not None:
+        changes["max_lr"] = args.lr  # --lr sets the peak of a one-cycle schedule too
+    recipe = recipe.override(**changes)
+    result = run_recipe(recipe, data_dir=args.data_dir, out=args.out, download=args.download,
+                        progress=args.progress)
+    return _report_run(result)
+
+
+def _report_run(result) -> int:
+    if result.test_acc is not None:
+        print(f"test accuracy: {result.test_acc:.4f}")
+    print(f"run directory: {result.run_dir}")
+    print(f"plots: {result.run_dir / 'curves.png'}, {result.run_dir / 'confusion.png'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .inference import evaluate_checkpoint
+    from .plots import plot_confusion_matrix
+
+    r = evaluate_checkpoint(args.model_path, dataset=args.dataset, split=args.split,
+                            data_dir=args.data_dir, download=args.download, tta_flip=args.tta)
+    if args.json:
+        out = {k: v for k, v in r.items() if k not in ("metadata", "confusion")}
+        out["confusion"] = r["confusion"].tolist()
+        print(json.dumps(out, indent=2))
+    else:
+        print(f"{r['dataset']} {r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
+              f"({r['count']:,} images)")
+        width = max(len(c) for c in r["classes"])
+        print("per-class accuracy:")
+        for name, acc in zip(r["classes"], r["per_class_accuracy"]):
+            print(f"  {name:<{width}}  {acc:.4f}")
+        print("confusion matrix (rows: true, columns: predicted):")
+        for name, row in zip(r["classes"], r["confusion"]):
+            print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
+    if args.confusion_png:
+        plot_confusion_matrix(r["confusion"], r["classes"], args.confusion_png)
+        print(f"confusion matrix plot: {args.confusion_png}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .data import get_dataset_info
+    from .models import build, get_model_spec
+    from .summary import summary
+
+    spec = get_model_spec(args.model)
+    if args.input_shape:
+        c, h, w = args.input_shape
+        if h != w:
+            raise CLIError(f"zoo models take square images; got input shape {args.input_shape}")
+        classes = 10
+    else:
+        info = get_dataset_info(args.dataset or spec.default_dataset)
+        (c, h, w), classes = info.shape, len(info.classes)
+    model = build(args.model, in_channels=c, num_classes=classes, image_size=h, seed=0)
+    print(summary(model, (c, h, w)))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .inference import predict_files
+
+    results = predict_files(args.model_path, args.images, top_k=args.top_k, invert=args.invert)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        top = ", ".join(f"{name} {p:.3f}" for name, p in r["top"])
+        print(f"{r['file']}: {r['prediction']}  ({top})")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .data import get_dataset_info
+    from .models import MODELS, build
+
+    print(f"{'model':<16} {'dataset':<14} {'params':>10}  description")
+    for name, spec in MODELS.items():
+        info = get_dataset_info(spec.default_dataset)
+        c, h, _ = info.shape
+        params = build(name, in_channels=c, num_classes=len(info.classes), image_size=h).num_parameters()
+        print(f"{name:<16} {spec.default_dataset:<14} {params:>10,}  {spec.description}")
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from .models import DEFAULT_RECIPE, RECIPES, get_recipe
+
+    if args.name:
+        print(json.dumps(get_recipe(args.name).to_dict(), indent=2))
+        return 0
+    print(f"{'recipe':<20} {'model':<16} {'dataset':<14} {'published':>9}  description")
+    for name, r in RECIPES.items():
+        published = f"{r.published:.4f}" if r.published else "-"
+        mark = " (default)" if name == DEFAULT_RECIPE else ""
+        print(f"{name:<20} {r.model:<16} {r.dataset:<14} {published:>9}  {r.description}{mark}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from .data.preview import main as preview_main
+
+    argv = ["--dataset", args.dataset, "--out", args.out]
+    if args.data_dir:
+        argv += ["--data-dir", args.data_dir]
+    return preview_main(argv) or 0
+
+
+# ---- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minivgg", description="Train, evaluate and inspect small-image CNNs written from scratch "
+                                    "on NumPy (MNIST, Fashion-MNIST, CIFAR-10).")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def data_flags(p):
+        p.add_argument("--data-dir", help="folder holding <dataset>/ files (default: $MINIVGG_DATA, "
+                                          "else the per-user cache)")
+        p.add_argument("--download", action="store_true",
+                       help="download missing dataset files (needs internet)")
+
+    t = sub.add_parser("train", help="train a recipe (default: the best MNIST recipe)",
+                       description="Train a named recipe; every flag overrides the recipe's value. "
+                                   "Writes a new run directory with logs, metrics, plots and checkpoints.")
+    t.add_argument("--recipe", help="named recipe (see `minivgg recipes`)")
+    t.add_argument("--model", help="zoo model (see `minivgg models`); without --recipe, the model's "
+                                   "first recipe is used")
+    t.add_argument("--dataset", help="mnist, fashion-mnist or cifar10")
+    t.add_argument("--epochs", type=_positive_int, help="train for this many epochs")
+    t.add_argument("--iters", type=_positive_int, help="train for this many iterations (instead of epochs)")
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float, help="learning rate (the peak for one-cycle schedules)")
+    t.add_argument("--seed", type=int, help="seed for initialisation, shuffling, augmentation, dropout")
+    t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
+    t.add_argument("--momentum", type=_nonneg_float)
+    t.add_argument("--weight-decay", type=_nonneg_float)
+    t.add_argument("--schedule", choices=["none", "step", "multistep", "onecycle", "cosine", "inverse_time"])
+    t.add_argument("--max-lr", type=_positive_float, help="one-cycle peak learning rate")
+    t.add_argument("--label-smoothing", type=_nonneg_float)
+    t.add_argument("--patience", type=_positive_int, help="early stopping patience, in epochs "
+                                                          "(needs a validation split)")
+    t.add_argument("--val-fraction", type=_nonneg_float, help="hold out this fraction of the training set")
+    t.add_argument("--ema", type=_positive_float, help="weight EMA decay, e.g. 0.999")
+    t.add_argument("--grad-clip", type=_positive_float, help="clip the global gradient norm")
+    t.add_argument("--log-every", type=_positive_int, help="iteration runs: log every N iterations")
+    t.add_argument("--no-augment", action="store_true", help="drop the recipe's augmentation")
+    t.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    t.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
+    t.add_argument("--resume", help="a checkpoints/last.resume.safetensors file to continue")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
+    data_flags(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="accuracy, per-class accuracy and confusion matrix of a saved model")
+    e.add_argument("model_path", help="a run directory or a model .safetensors file")
+    e.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
+    e.add_argument("--split", choices=["test", "train"], default="test")
+    e.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--confusion-png", help="also save the confusion matrix as a PNG here")
+    data_flags(e)
+    e.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("summary", help="table of layers, output shapes and parameter counts")
+    s.add_argument("model", help="zoo model name (see `minivgg models`)")
+    s.add_argument("--dataset", help="size the model for this dataset (default: the model's own)")
+    s.add_argument("--input-shape", type=_shape, help="C,H,W instead of a dataset, e.g. 3,32,32")
+    s.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("predict", help="classify PNG/JPEG image files with a saved model")
+    p.add_argument("model_path", help="a run directory or a model .safetensors file")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                   help="greyscale models: invert dark-on-light images (auto: by the border colour)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_predict)
+
+    m = sub.add_parser("models", help="list the model zoo")
+    m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("recipes", help="list the training recipes, or show one")
+    r.add_argument("name", nargs="?", help="show this recipe's every field")
+    r.set_defaults(func=cmd_recipes)
+
+    v = sub.add_parser("preview", help="save a figure of augmented training samples")
+    v.add_argument("--dataset", default="mnist")
+    v.add_argument("--out", default="augment_preview.png")
+    v.add_argument("--data-dir")
+    v.set_defaults(func=cmd_preview)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return f"minivgg {__version__}"
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from .checkpoint import CheckpointError
+    from .train import TrainingDiverged, TrainingInterrupted
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("minivgg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingInterrupted as e:
+        print(f"minivgg: {e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CLIError, CheckpointError, TrainingDiverged, ValueError, KeyError, OSError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"minivgg {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if not isinstance(e, TrainingDiverged) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""One training run from a Recipe: builds the pieces, owns the run directory.
+
+A run directory (never overwritten) holds config.json, train.log, metrics.csv,
+curves.png, confusion.png, results.json, model.safetensors (final weights, torch names)
+and checkpoints/last.resume.safetensors (everything needed to continue with --resume).
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, optim, plots
+from .data import DataLoader, get_dataset_info, load_dataset, train_val_split
+from .data import transforms as T
+from .fsutil import atomic_write_path
+from .models import Recipe, build
+from .optim import lr_scheduler
+from .train import Callback, Trainer, TrainingDiverged
+
+RESUME_NAME = "last.resume.safetensors"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list
+    test_acc: float | None
+    test_loss: float | None
+    wall_time: float
+    stopped_early: bool
+
+
+# ---- building blocks from a recipe ---------------------------------------------------------
+def make_optimizer(recipe: Recipe, params):
+    kind = recipe.optimizer.lower()
+    if kind == "sgd":
+        return optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+                         weight_decay=recipe.weight_decay)
+    if kind == "adam":
+        return optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+    if kind == "adamw":
+        return optim.AdamW(params, lr=recipe.lr, betas=tuple(recipe.betas), weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}; valid: sgd, adam, adamw")
+
+
+def make_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
+    """(scheduler or None, stepped_per_batch)."""
+    kind = recipe.schedule.lower()
+    total_steps = recipe.iters if recipe.iters else recipe.epochs * steps_per_epoch
+    if kind == "none":
+        return None, True
+    if kind == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma), False
+    if kind == "multistep":
+        return lr_scheduler.MultiStepLR(optimizer, milestones=list(recipe.milestones), gamma=recipe.gamma), False
+    if kind == "onecycle":
+        return lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.max_lr or recipe.lr, total_steps=total_steps,
+            pct_start=recipe.pct_start, anneal_strategy=recipe.anneal_strategy,
+            div_factor=recipe.div_factor, final_div_factor=recipe.final_div_factor), True
+    if kind == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps), True
+    if kind == "inverse_time":
+        return lr_scheduler.InverseTimeLR(optimizer, decay=recipe.decay), True
+    raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: none, step, multistep, onecycle, "
+                     f"cosine, inverse_time")
+
+
+def make_transform(recipe: Recipe):
+    steps = []
+    for spec in recipe.augment:
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        cls = getattr(T, str(name), None)
+        if not isinstance(cls, type):
+            raise ValueError(f"unknown augmentation {name!r} in recipe {recipe.name!r}")
+        steps.append(cls(**spec))
+    return T.Compose(steps) if steps else None
+
+
+def validate_recipe(recipe: Recipe) -> None:
+    problems = []
+    if recipe.batch_size < 1:
+        problems.append(f"batch size must be at least 1 (got {recipe.batch_size})")
+    if recipe.lr <= 0:
+        problems.append(f"learning rate must be positive (got {recipe.lr})")
+    if recipe.iters is None and (recipe.epochs is None or recipe.epochs < 1):
+        problems.append(f"epochs must be at least 1 (got {recipe.epochs})")
+    if recipe.iters is not None and recipe.iters < 1:
+        problems.append(f"iters must be at least 1 (got {recipe.iters})")
+    if not 0 <= recipe.val_fraction < 1:
+        problems.append(f"val fraction must be in [0, 1) (got {recipe.val_fraction})")
+    if recipe.patience and recipe.val_fraction <= 0:
+        problems.append("early stopping (patience) needs a validation split (val_fraction > 0): "
+                        "it never looks at the test set")
+    if problems:
+        raise ValueError(f"recipe {recipe.name!r}: " + "; ".join(problems))
+
+
+# ---- resume checkpoints ----------------------------------------------------------------------
+def save_trainer_checkpoint(path, trainer, metadata: dict) -> None:
+    """Everything `Trainer.load_state_dict` needs to continue exactly, as one safetensors file."""
+    state = trainer.state_dict()
+    checkpoint.save_resume(path, model=state["model"], optimizer=state["optimizer"],
+                           scheduler=state["scheduler"], ema_state=state["ema"],
+                           loop_state={"loop": state["loop"], "rng": state["rng"]}, metadata=metadata)
+
+
+def load_trainer_checkpoint(path) -> tuple[dict, dict]:
+    """(state for Trainer.load_state_dict, the run's metadata)."""
+    saved = checkpoint.load_resume(path)
+    if "recipe" not in saved["metadata"]:
+        raise checkpoint.CheckpointError(f"{path}: this resume checkpoint has no recipe in its "
+                                         f"metadata; it was not written by `minivgg train`")
+    state = {"model": saved["model"], "optimizer": saved["optimizer"], "scheduler": saved["scheduler"],
+             "ema": saved["ema"], **saved["loop_state"]}
+    return state, saved["metadata"]
+
+
+# ---- the run directory ----------------------------------------------------------------------
+def new_run_dir(out: str | os.PathLike, name: str) -> Path:
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        path = root / (f"{name}-{stamp}" if k == 0 else f"{name}-{stamp}-{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a new run directory under {root}")
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_write_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def write_metrics_csv(path: Path, history: list) -> None:
+    if not history:
+        return
+    fields = list(history[0])
+    with atomic_write_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in history:
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunLog:
+    """Prints a line and appends it to train.log (through tqdm so bars stay intact)."""
+
+    def __init__(self, path: Path, echo=True):
+        self.path, self.echo = path, echo
+
+    def __call__(self, line: str) -> None:
+        if self.echo:
+            from tqdm import tqdm
+            tqdm.write(line)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+class RunFiles(Callback):
+    """Writes metrics, curves and the resume checkpoint as the run goes."""
+
+    def __init__(self, run_dir: Path, metadata: dict, log):
+        self.run_dir, self.metadata, self.log = run_dir, metadata, log
+        self.resume_path = run_dir / "checkpoints" / RESUME_NAME
+        self.resume_path.parent.mkdir(exist_ok=True)
+
+    def save_resume(self, trainer) -> None:
+        save_trainer_checkpoint(self.resume_path, trainer, self.metadata)
+
+    def write_curves(self, trainer) -> None:
+        st = trainer.state
+        write_metrics_csv(self.run_dir / "metrics.csv", st.history)
+        if st.iter_log:
+            iters = [row[0] for row in st.iter_log]
+            plots.plot_iteration_loss(iters, [row[1] for row in st.iter_log], self.run_dir / "loss.png")
+        if st.history:
+            plots.plot_curves(st.history, self.run_dir / "curves.png", title=self.metadata["recipe"]["name"])
+
+    def on_epoch_end(self, trainer, record):
+        self.save_resume(trainer)
+        self.write_curves(trainer)
+
+    def on_interrupt(self, trainer):
+        self.save_resume(trainer)
+        self.write_curves(trainer)
+        self.log(f"interrupted at epoch {trainer.state.epoch + 1}, iteration {trainer.state.iteration}; "
+                 f"resume with: minivgg train --resume {self.resume_path}")
+
+    def on_diverged(self, trainer):
+        self.write_curves(trainer)
+        self.log(f"the last good checkpoint is {self.resume_path}" if self.resume_path.exists()
+                 else "no checkpoint was written before the loss diverged")
+
+
+# ---- the run ----------------------------------------------------------------------------------
+def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, download=False,
+               progress=None, echo=True) -> RunResult:
+    """Train `recipe` end to end; returns where everything was written and the final figures."""
+    resume_state = None
+    if resume is not None:
+        resume_state, saved_metadata = load_trainer_checkpoint(resume)
+        recipe = Recipe.from_dict(saved_metadata["recipe"])
+        run_dir = Path(resume).resolve().parent.parent
+    validate_recipe(recipe)
+    info = get_dataset_info(recipe.dataset)
+    train_images, train_labels = load_dataset(recipe.dataset, "train", data_dir=data_dir, download=download)
+    test_images, test_labels = load_dataset(recipe.dataset, "test", data_dir=data_dir, download=download)
+    val_data = None
+    if recipe.val_fraction > 0:
+        (train_images, train_labels), val_data = train_val_split(
+            train_images, train_labels, val_fraction=recipe.val_fraction, seed=recipe.seed)
+
+    c, h, _ = info.shape
+    model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
+                  seed=recipe.seed)
+    optimizer = make_optimizer(recipe, model.parameters())
+    normalize = (info.mean, info.std)
+    loader = DataLoader(train_images, train_labels, batch_size=recipe.batch_size, shuffle=True,
+                        seed=recipe.seed, drop_last=False, transform=make_transform(recipe),
+                        normalize=normalize)
+    scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
+
+    if resume is None:
+        run_dir = new_run_dir(out, recipe.name)
+    log = RunLog(run_dir / "train.log", echo=echo)
+    metadata = {
+        "format": "minivgg-run", "recipe": recipe.to_dict(), "model": recipe.model,
+        "dataset": recipe.dataset, "num_classes": len(info.classes), "class_names": list(info.classes),
+        "input_shape": list(info.shape),
+        "mean": list(info.mean), "std": list(info.std),
+        "num_parameters": model.num_parameters(), "git_commit": git_commit(),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+    }
+    if resume is None:
+        write_json(run_dir / "config.json", metadata)
+    files = RunFiles(run_dir, metadata, log)
+    trainer = Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
+                      test_data=(test_images, test_labels), val_data=val_data, normalize=normalize,
+                      epochs=None if recipe.iters else recipe.epochs, iters=recipe.iters,
+                      label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
+                      ema=recipe.ema, tta_flip=recipe.tta_flip, patience=recipe.patience,
+                      log_every=recipe.log_every, eval_every=recipe.eval_every, progress=progress,
+                      log=log, callbacks=[files])
+    if resume_state is not None:
+        trainer.load_state_dict(resume_state)
+        log(f"resumed {recipe.name} from {resume} at epoch {trainer.state.epoch}, "
+            f"iteration {trainer.state.iteration}")
+    else:
+        log(f"run {run_dir}: recipe {recipe.name} ({recipe.description}); model {recipe.model} "
+            f"with {model.num_parameters():,} parameters; {len(train_labels):,} training images of "
+            f"{recipe.dataset}")
+
+    start = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - start
+
+    final = trainer.last_test if getattr(trainer, "last_test", None) else None
+    weights_meta = dict(metadata, epoch=trainer.state.epoch, iteration=trainer.state.iteration,
+                        test_acc=final["acc"] if final else None, ema=bool(recipe.ema))
+    if trainer.ema is not None:
+        with trainer.ema.swapped_in():
+            checkpoint.save_weights(run_dir / "model.safetensors", model, weights_meta)
+    else:
+        checkpoint.save_weights(run_dir / "model.safetensors", model, weights_meta)
+    if final is not None:
+        matrix = plots.confusion_matrix(test_labels, final["predictions"], len(info.classes))
+        plots.plot_confusion_matrix(matrix, list(info.classes), run_dir / "confusion.png")
+        per_class = (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()
+    else:
+        per_class = None
+    history = trainer.state.history
+    results = {
+        "recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset,
+        "num_parameters": model.num_parameters(), "seed": recipe.seed,
+        "epochs_run": trainer.state.epoch, "iterations": trainer.state.iteration,
+        "final_test_acc": final["acc"] if final else None,
+        "final_test_loss": final["loss"] if final else None,
+        "per_class_test_acc": per_class,
+        "stopped_early": trainer.state.stopped_early,
+        "wall_time_s": round(wall, 2), "history": history,
+        "git_commit": metadata["git_commit"], "machine": metadata["machine"],
+    }
+    write_json(run_dir / "results.json", results)
+    if final is not None:
+        log(f"final test accuracy {final['acc']:.4f} (loss {final['loss']:.4f}) after "
+            f"{trainer.state.epoch} epoch(s), {trainer.state.iteration} iterations, {wall:.1f}s")
+    log(f"wrote {run_dir}: model.safetensors, metrics.csv, curves.png, confusion.png, train.log")
+    return RunResult(run_dir, history, results["final_test_acc"], results["final_test_loss"], wall,
+                     trainer.state.stopped_early)
+
+
+__all__ = ["run_recipe", "RunResult", "make_optimizer", "make_scheduler", "make_transform",
+           "new_run_dir", "TrainingDiverged"]
