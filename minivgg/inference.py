@@ -62,8 +62,8 @@ def load_image(path, channels: int, size: int, invert="auto") -> np.ndarray:
     if channels == 1:
         if invert == "auto":
             border = np.concatenate([array[0, 0], array[0, -1], array[0, :, 0], array[0, :, -1]])
-            invert = border.mean() > 127
-        if invert is True or invert == "yes":
+            invert = bool(border.mean() > 127)
+        if invert in (True, "yes"):
             array = 255 - array
     return np.ascontiguousarray(array)
 
