@@ -196,6 +196,18 @@ def cmd_preview(args) -> int:
     return preview_main(argv) or 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import compare_runs, format_table, iterations_figure_path
+
+    labels = [label.strip() for label in args.labels.split(",")] if args.labels else None
+    runs = compare_runs(args.runs, args.out, labels=labels, title=args.title)
+    print(format_table(runs))
+    print(f"figure: {args.out}")
+    if any(run.iteration_loss and run.iteration_loss[0] for run in runs):
+        print(f"iteration loss figure: {iterations_figure_path(args.out)}")
+    return 0
+
+
 # ---- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -280,6 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="augment_preview.png")
     v.add_argument("--data-dir")
     v.set_defaults(func=cmd_preview)
+
+    c = sub.add_parser("compare", help="overlay the loss/accuracy curves of several runs and tabulate "
+                                       "their final figures",
+                       description="Overlay the train/test loss and accuracy curves of several run "
+                                   "directories (or benchmarks/accuracy.py JSON files) in one figure, "
+                                   "and print their final test accuracy and training time.")
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `minivgg train`")
+    c.add_argument("--out", default="compare.png", help="figure file (.png, .svg or .pdf; default: "
+                                                        "compare.png)")
+    c.add_argument("--labels", help="comma-separated labels, one per run (default: folder names)")
+    c.add_argument("--title", help="figure title")
+    c.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -288,7 +312,14 @@ def _version() -> str:
     return f"minivgg {__version__}"
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    return f"minivgg: warning: {message}\n"
+
+
 def main(argv=None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

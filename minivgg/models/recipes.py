@@ -84,8 +84,8 @@ class Recipe:
 
 
 MNIST_ROTATE = ({"name": "RandomRotation", "degrees": 7.0},)
-MNIST_AFFINE = ({"name": "RandomRotation", "degrees": 7.0},
-                {"name": "RandomAffine", "degrees": 0.0, "translate": (0.1, 0.1), "scale": (0.95, 1.05)})
+# one resampling for rotation, shift and scale together (rotate-then-affine would blur twice)
+MNIST_AFFINE = ({"name": "RandomAffine", "degrees": 7.0, "translate": (0.1, 0.1), "scale": (0.95, 1.05)},)
 CIFAR_CROP_FLIP = ({"name": "RandomCrop", "size": 32, "padding": 4},
                    {"name": "RandomHorizontalFlip", "p": 0.5})
 FASHION_CROP_FLIP = ({"name": "RandomCrop", "size": 28, "padding": 2},
