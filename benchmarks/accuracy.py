@@ -1,0 +1,670 @@
+"""Accuracy benchmarks: train the published recipes (and ours) on the real datasets, keep one
+JSON per run, and regenerate the accuracy section of BENCHMARKS.md from those files alone.
+
+    python benchmarks/accuracy.py run NAME... [--seeds 0 1 2] [--batch-size B ...]
+                                  [--set field=value ...] [--out-dir DIR] [--runs-dir DIR]
+    python benchmarks/accuracy.py table      # rewrite the section between the accuracy markers
+    python benchmarks/accuracy.py check      # exit 1 if the committed section is stale
+    python benchmarks/accuracy.py figures    # compare figures per group, from the JSON files
+
+Datasets are read from $MINIVGG_DATA (or --data-dir). Each run writes
+benchmarks/results/accuracy/<recipe>[-b<batch>]-s<seed>.json (-b only when the batch size is
+not the recipe's own; runs changed with --set get an extra -x-<changes> part and are listed
+apart, never counted against a target). Results are judged on the final epoch (or final
+iteration); the best epoch appears beside it, labelled, and is never used for pass/fail.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import difflib
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minivgg.compare import BENCH_FORMAT, iteration_loss_curve, read_iteration_log  # noqa: E402
+from minivgg.models import RECIPES, Recipe, get_recipe  # noqa: E402
+from minivgg.train import TrainingInterrupted  # noqa: E402
+
+RESULTS_DIR = ROOT / "benchmarks" / "results" / "accuracy"
+FIGURES_SUBDIR = "figures"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+SCRIPT = "python benchmarks/accuracy.py"
+MATCHING_FIELDS = {"seed", "batch_size"}   # changes that still count as the faithful recipe
+
+
+# ---- what we measure against: the one table of published figures and targets -----------------
+@dataclass(frozen=True)
+class Target:
+    """One row of the results table: a recipe (at a batch size) and what it must reach."""
+    recipe: str
+    at_least: float | None = None        # None: the published figure itself
+    batch_size: int | None = None        # None: the recipe's own
+    published: float | None = None       # None: the recipe's `published` field
+    published_text: str | None = None    # how the write-up states it, e.g. "> 0.80"
+    rule: str = "final"                  # final | last3_each | last3_mean (see `judge`)
+    strict: bool = False                 # "above" the target rather than "at least"
+    max_params: int | None = None        # the model must have fewer parameters than this
+    seeds: tuple = (0, 1, 2)             # the seeds the row's command runs (and needs)
+
+    @property
+    def key(self) -> str:
+        return self.recipe if self.batch_size is None else f"{self.recipe}-b{self.batch_size}"
+
+    def batch(self) -> int:
+        return self.batch_size or get_recipe(self.recipe).batch_size
+
+    def published_figure(self) -> float | None:
+        return self.published if self.published is not None else get_recipe(self.recipe).published
+
+    def target(self) -> float:
+        return self.at_least if self.at_least is not None else self.published_figure()
+
+    def command(self) -> str:
+        parts = [SCRIPT, "run", self.recipe]
+        if self.batch_size is not None:
+            parts += ["--batch-size", str(self.batch_size)]
+        return " ".join(parts + ["--seeds", *map(str, self.seeds)])
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str                              # also the name of its compare figure
+    title: str
+    targets: tuple
+
+
+ONE_SEED = (0,)   # long runs (Fashion-MNIST, CIFAR-10): one seed until there is time for more
+
+GROUPS = (
+    Group("vgg_v1", "vgg_v1 on MNIST: 1,000 iterations of Adam 3e-4 (seeds/000 step 1)", (
+        Target("vgg_v1", batch_size=16, published=0.8368),
+        Target("vgg_v1", batch_size=32, published=0.8507),
+        Target("vgg_v1"),
+    )),
+    Group("vgg_v2", "vgg_v2 (BatchNorm + LayerNorm) on MNIST: 1,000 iterations of Adam 3e-4 "
+                    "(seeds/000 step 2)", (
+        Target("vgg_v2", batch_size=16, published=0.9031),
+        Target("vgg_v2", batch_size=32, published=0.9197),
+        Target("vgg_v2"),
+        Target("vgg_v2", batch_size=128, published=0.9370),
+    )),
+    Group("mnist_8k", "MNIST under 8,000 parameters, 15 epochs (seeds/002)", (
+        Target("mnist_8k_a"),
+        Target("mnist_8k_b"),
+        Target("mnist_5k", rule="last3_each"),
+        Target("mnist_5k_plus", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
+    )),
+    Group("mnist_20k", "MNIST under 20,000 parameters, 12 epochs (seeds/004)", (
+        Target("mnist_20k", at_least=0.994),
+    )),
+    Group("fashion", "Fashion-MNIST (seeds/003)", (
+        Target("lenet5_fashion", at_least=0.91, seeds=ONE_SEED),
+        Target("minivgg_fashion", at_least=0.93, seeds=ONE_SEED),
+        Target("fashion_plus", at_least=0.935, strict=True, seeds=ONE_SEED),
+    )),
+    Group("cifar10", "CIFAR-10 (seeds/001)", (
+        Target("minivggnet_cifar10", at_least=0.83, published_text="> 0.80", seeds=ONE_SEED),
+        Target("cifar10_plus", at_least=0.88, strict=True, seeds=ONE_SEED),
+    )),
+)
+
+# Hand-written remarks shown under a group's table, by row key (Target.key). Say here why a
+# row falls short, or anything a reader should know that the numbers do not say.
+NOTES: dict[str, str] = {}
+
+
+def all_targets() -> list:
+    return [target for group in GROUPS for target in group.targets]
+
+
+# ---- one run -> one JSON -------------------------------------------------------------------------
+def recipe_changes(recipe: Recipe) -> dict:
+    """Fields in which `recipe` differs from the named recipe it came from."""
+    base = get_recipe(recipe.name).to_dict()
+    return {k: v for k, v in recipe.to_dict().items() if base.get(k) != v}
+
+
+def _slug(changes: dict) -> str:
+    text = "_".join(f"{k}{json.dumps(v, separators=(',', ':'))}" for k, v in sorted(changes.items()))
+    return re.sub(r"[^A-Za-z0-9._]+", "", text)[:60]
+
+
+def result_name(recipe: Recipe) -> str:
+    """<recipe>[-b<batch>]-s<seed>[-x-<other changes>].json"""
+    changes = recipe_changes(recipe)
+    name = recipe.name
+    if "batch_size" in changes:
+        name += f"-b{recipe.batch_size}"
+    name += f"-s{recipe.seed}"
+    other = {k: v for k, v in changes.items() if k not in MATCHING_FIELDS}
+    if other:
+        name += f"-x-{_slug(other)}"
+    return name + ".json"
+
+
+def _git(*args) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    import numpy
+
+    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "usable_cpus": usable, "python": platform.python_version(), "numpy": numpy.__version__,
+            "threads": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                   "MKL_NUM_THREADS") if k in os.environ}}
+
+
+def images_per_second(history: list) -> float | None:
+    """Training images per second over the whole run (epoch times only, evaluation excluded)."""
+    images = seconds = 0.0
+    for row in history:
+        if row.get("images_per_s") and row.get("time"):
+            images += row["images_per_s"] * row["time"]
+            seconds += row["time"]
+    return round(images / seconds, 1) if seconds else None
+
+
+def epoch_figures(history: list, iteration_based: bool) -> dict:
+    """Final, best (labelled), mean and min of the last 3 epochs' test accuracy."""
+    accs = [row.get("test_acc") for row in history]
+    scored = [(acc, row.get("epoch")) for acc, row in zip(accs, history) if acc is not None]
+    best = max(scored, key=lambda pair: pair[0]) if scored else (None, None)
+    last3 = accs[-3:]
+    usable_last3 = not iteration_based and len(last3) == 3 and None not in last3
+    return {
+        "final_test_acc": accs[-1] if accs else None,
+        "best_epoch_test_acc": best[0], "best_epoch": best[1],
+        "mean_last3_test_acc": statistics.fmean(last3) if usable_last3 else None,
+        "min_last3_test_acc": min(last3) if usable_last3 else None,
+    }
+
+
+def build_result(recipe: Recipe, results: dict, iter_log: list, *, status: str, command: str,
+                 run_dir, started: str, error: str | None = None) -> dict:
+    history = results.get("history") or []
+    iteration_based = bool(recipe.iters)
+    figures = epoch_figures(history, iteration_based)
+    if results.get("final_test_acc") is not None:
+        figures["final_test_acc"] = results["final_test_acc"]
+    iterations, losses = iteration_loss_curve(iter_log)
+    return {
+        "format": BENCH_FORMAT, "version": 1, "status": status, "error": error,
+        "recipe": recipe.name, "changes": recipe_changes(recipe), "recipe_config": recipe.to_dict(),
+        "model": recipe.model, "dataset": recipe.dataset, "seed": recipe.seed,
+        "batch_size": recipe.batch_size, "num_parameters": results.get("num_parameters"),
+        "unit": "iterations" if iteration_based else "epochs",
+        "epochs_run": results.get("epochs_run", len(history)), "iterations": results.get("iterations"),
+        "stopped_early": results.get("stopped_early"),
+        **figures,
+        "final_test_loss": results.get("final_test_loss"),
+        "wall_time_s": results.get("wall_time_s"), "images_per_s": images_per_second(history),
+        "history": history,
+        "train_loss_by_iteration": {"iterations": iterations, "loss": losses} if iterations else None,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "machine": machine(), "started": started,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "run_dir": str(run_dir) if run_dir else None,
+    }
+
+
+def run_one(recipe: Recipe, *, out_dir: Path, runs_dir: Path, data_dir, progress, command: str) -> Path:
+    from minivgg.experiment import TrainingDiverged, run_recipe, write_json
+
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    path = out_dir / result_name(recipe)
+    try:
+        result = run_recipe(recipe, data_dir=data_dir, out=runs_dir, progress=progress)
+    except TrainingDiverged as err:
+        # a diverged seed is a result too: it counts against the target
+        record = build_result(recipe, {}, [], status="diverged", command=command, run_dir=None,
+                              started=started, error=str(err))
+    else:
+        results = json.loads((result.run_dir / "results.json").read_text())
+        record = build_result(recipe, results, read_iteration_log(result.run_dir), status="completed",
+                              command=command, run_dir=_relative(result.run_dir), started=started)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    print(f"wrote {_relative(path)}: final test accuracy {record['final_test_acc']}", flush=True)
+    return path
+
+
+def _relative(path) -> str:
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def parse_set(items) -> dict:
+    changes = {}
+    for item in items or ():
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--set {item!r}: expected field=value, e.g. --set epochs=2")
+        try:
+            changes[field] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[field] = text     # bare words such as adam or onecycle
+    return changes
+
+
+def make_recipe(name: str, seed: int, batch_size: int | None, changes: dict) -> Recipe:
+    recipe = get_recipe(name).override(seed=seed, batch_size=batch_size)
+    nulls = {k: None for k, v in changes.items() if v is None}
+    recipe = recipe.override(**{k: v for k, v in changes.items() if v is not None})
+    if nulls:
+        recipe = dataclasses.replace(recipe, **nulls)   # override() skips None: set them here
+    return Recipe.from_dict(recipe.to_dict())           # lists from JSON -> the recipe's tuples
+
+
+# ---- JSON files -> table ---------------------------------------------------------------------------
+def load_results(results_dir: Path) -> list:
+    records = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(record, dict) or record.get("format") != BENCH_FORMAT:
+            raise ValueError(f"{path}: not a benchmarks/accuracy.py result (format "
+                             f"{BENCH_FORMAT!r}); move other files out of {results_dir}")
+        record["_file"] = path.name
+        records.append(record)
+    return records
+
+
+def matches(target: Target, record: dict) -> bool:
+    changes = set(record.get("changes") or {})
+    return (record.get("recipe") == target.recipe and changes <= MATCHING_FIELDS
+            and record.get("batch_size") == target.batch())
+
+
+def rows_for(records: list) -> tuple[dict, list]:
+    """({target key: its records sorted by seed}, records matching no target)."""
+    by_key, used = {}, set()
+    for target in all_targets():
+        mine = sorted((r for r in records if matches(target, r)), key=lambda r: r.get("seed", 0))
+        seeds = [r.get("seed") for r in mine]
+        if len(seeds) != len(set(seeds)):
+            files = ", ".join(r["_file"] for r in mine)
+            raise ValueError(f"{target.key}: two result files for the same seed ({files}); "
+                             f"delete the stale one")
+        by_key[target.key] = mine
+        used.update(id(r) for r in mine)
+    return by_key, [r for r in records if id(r) not in used]
+
+
+def mean_std(values: list) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (None for fewer than two values)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _reaches(value, target: Target) -> bool:
+    return value is not None and (value > target.target() if target.strict else value >= target.target())
+
+
+@dataclass
+class Verdict:
+    status: str            # "not run yet" | "pass" | "FAIL" | "pending"
+    text: str              # the result cell
+    shortfall: str | None  # a sentence for the notes when we fall short
+
+
+def judge(target: Target, records: list) -> Verdict:
+    """Final-epoch figures only: `final` compares the mean over seeds of the final test accuracy;
+    `last3_each` wants every seed at or above the target in each of its last 3 epochs;
+    `last3_mean` compares the mean over seeds of each seed's last-3-epoch mean."""
+    if not records:
+        return Verdict("not run yet", "not run yet", None)
+    done = [r for r in records if r.get("status") == "completed"]
+    diverged = len(records) - len(done)
+    problems = []
+    if diverged:
+        problems.append(f"{diverged} of {len(records)} seed(s) diverged")
+    params = [r.get("num_parameters") for r in done if r.get("num_parameters") is not None]
+    if target.max_params and params and max(params) >= target.max_params:
+        problems.append(f"{max(params):,} parameters, not under {target.max_params:,}")
+    if target.rule == "final":
+        per_seed = [r.get("final_test_acc") for r in done]
+        value, _ = mean_std(per_seed)
+        what = "final test accuracy"
+    elif target.rule == "last3_each":
+        per_seed = [r.get("min_last3_test_acc") for r in done]
+        value = min((v for v in per_seed if v is not None), default=None)
+        what = "lowest of the last 3 epochs over seeds"
+    elif target.rule == "last3_mean":
+        per_seed = [r.get("mean_last3_test_acc") for r in done]
+        value, _ = mean_std(per_seed)
+        what = "mean of the last 3 epochs"
+    else:
+        raise ValueError(f"{target.key}: unknown rule {target.rule!r}")
+    reached = sum(_reaches(v, target) for v in per_seed)
+    if not _reaches(value, target):
+        shown = "-" if value is None else f"{value:.4f}"
+        gap = "" if value is None else f", {100 * (target.target() - value):.2f} points short"
+        problems.append(f"{what} {shown} vs the target {target.target():g}{gap}")
+    counts = f"{reached}/{len(records)} seeds reach it"
+    if problems:
+        return Verdict("FAIL", f"FAIL ({counts})", "; ".join(problems) + f"; {counts}")
+    if len(records) < len(target.seeds):
+        return Verdict("pending", f"pending: {len(records)}/{len(target.seeds)} seeds run "
+                                  f"(so far {counts})", None)
+    return Verdict("pass", f"pass ({counts})", None)
+
+
+def _acc(value) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _acc_spread(values: list) -> str:
+    mean, std = mean_std(values)
+    if mean is None:
+        return "–"
+    n = len([v for v in values if v is not None])
+    return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n=1)"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _target_text(target: Target) -> str:
+    sign = ">" if target.strict else "≥"
+    text = {"final": f"{sign} {target.target():g}",
+            "last3_each": f"{sign} {target.target():g} in each of the last 3 epochs",
+            "last3_mean": f"{sign} {target.target():g} mean of the last 3 epochs"}[target.rule]
+    if target.max_params:
+        text += f", < {target.max_params:,} params"
+    return text
+
+
+def _published_text(target: Target) -> str:
+    if target.published_text:
+        return target.published_text
+    figure = target.published_figure()
+    return "– (ours)" if figure is None else f"{figure:g}"
+
+
+def _length(name: str, done: list) -> str:
+    recipe = get_recipe(name)
+    if recipe.iters:
+        return f"{recipe.iters:,} iters"
+    if not recipe.patience:
+        return f"{recipe.epochs} epochs"
+    ran = ", ".join(str(r.get("epochs_run")) for r in done)
+    return f"≤ {recipe.epochs} epochs (early stopping{': ran ' + ran if ran else ''})"
+
+
+def _figure_link(group: Group, md_path: Path, results_dir: Path) -> str | None:
+    figure = results_dir / FIGURES_SUBDIR / f"{group.key}.png"
+    if not figure.is_file():
+        return None
+    rel = os.path.relpath(figure, md_path.parent)
+    links = [f"[curves]({rel})"]
+    iterations = figure.with_name(f"{group.key}-iterations.png")
+    if iterations.is_file():
+        links.append(f"[training loss per iteration]({os.path.relpath(iterations, md_path.parent)})")
+    return "Compare figure (the lowest seed of each row): " + ", ".join(links) + "."
+
+
+HEADER = ("| recipe | batch | trained | params | published | target | final test acc "
+          "(mean ± std) | mean of last 3 epochs | best epoch† | result | time per run | "
+          "train img/s | command |")
+
+
+def group_table(group: Group, by_key: dict, md_path: Path, results_dir: Path) -> list:
+    lines = [f"### {group.title}", ""]
+    link = _figure_link(group, md_path, results_dir)
+    if link and any(by_key[t.key] for t in group.targets):
+        lines += [link, ""]
+    lines += [HEADER, _separator(HEADER)]
+    notes = []
+    for target in group.targets:
+        records = by_key[target.key]
+        done = [r for r in records if r.get("status") == "completed"]
+        verdict = judge(target, records)
+        params = sorted({r.get("num_parameters") for r in done if r.get("num_parameters")})
+        best, _ = mean_std([r.get("best_epoch_test_acc") for r in done])
+        wall, _ = mean_std([r.get("wall_time_s") for r in done])
+        speed, _ = mean_std([r.get("images_per_s") for r in done])
+        last3 = [r.get("mean_last3_test_acc") for r in done]
+        cells = [
+            target.recipe, str(target.batch()), _length(target.recipe, done),
+            ", ".join(f"{p:,}" for p in params) or "–",
+            _published_text(target), _target_text(target),
+            _acc_spread([r.get("final_test_acc") for r in done]) if records else "not run yet",
+            _acc_spread(last3) if any(v is not None for v in last3) else "–",
+            _acc(best), verdict.text, _duration(wall),
+            "–" if speed is None else f"{speed:,.0f}", f"`{target.command()}`",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        remark = NOTES.get(target.key)
+        if verdict.shortfall or remark:
+            label = target.recipe + (f" (batch {target.batch_size})" if target.batch_size else "")
+            parts = [p for p in (verdict.shortfall, remark) if p]
+            notes.append(f"- **{label}** falls short: " + ". ".join(parts) + "."
+                         if verdict.shortfall else f"- **{label}**: {remark}")
+    if notes:
+        lines += ["", *notes]
+    return lines + [""]
+
+
+def _separator(header: str) -> str:
+    return "|" + "---|" * (header.count("|") - 1)
+
+
+def other_runs_table(records: list) -> list:
+    if not records:
+        return []
+    lines = ["### Other runs (recipe changed with --set: not counted against any target)", "",
+             "| file | recipe | changes | trained | final test acc | time |", "|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: r["_file"]):
+        changes = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted((r.get("changes") or {}).items()))
+        trained = (f"{r.get('iterations')} iters" if r.get("unit") == "iterations"
+                   else f"{r.get('epochs_run')} epochs")
+        lines.append(f"| {r['_file']} | {r.get('recipe')} | {changes or '–'} | {trained} | "
+                     f"{_acc(r.get('final_test_acc'))} | {_duration(r.get('wall_time_s'))} |")
+    return lines + [""]
+
+
+def render_section(results_dir: Path = RESULTS_DIR, md_path: Path = BENCHMARKS_MD) -> str:
+    """The generated text between the accuracy markers, from the JSON files alone."""
+    records = load_results(results_dir)
+    by_key, others = rows_for(records)
+    lines = [
+        "<!-- generated by `python benchmarks/accuracy.py table` from "
+        f"{os.path.relpath(results_dir, md_path.parent)}/*.json: do not edit by hand -->",
+        "",
+        "Test accuracy on each dataset's official test set. Every figure is the **final** epoch "
+        "(or final iteration) of a run, averaged over seeds with the sample standard deviation; "
+        "† the best epoch on the test set is shown for reference only and is never used to judge "
+        "a row (picking it would be tuning on the test set). A row passes when the mean over its "
+        "seeds reaches the target (\"in each of the last 3 epochs\": every such epoch of every "
+        "seed; the rules are in `judge`); \"k/n seeds reach it\" counts the "
+        "seeds that do on their own, and a row with fewer seeds than its command runs is "
+        "\"pending\". \"time per run\" is the wall time of "
+        "one training run on the machine recorded in its JSON file; \"train img/s\" excludes "
+        "evaluation. Run a row's command with `MINIVGG_DATA` pointing at the datasets; it writes "
+        "one JSON file per seed and regenerates this section.",
+        "",
+    ]
+    for group in GROUPS:
+        lines += group_table(group, by_key, md_path, results_dir)
+    lines += other_runs_table(others)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _split(text: str, md_path: Path) -> tuple[str, str, str]:
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{md_path}: expected one {BEGIN} ... {END} pair; restore the markers")
+    head, rest = text.split(BEGIN)
+    body, tail = rest.split(END)
+    return head, body, tail
+
+
+def write_table(results_dir: Path = RESULTS_DIR, md_path: Path = BENCHMARKS_MD) -> bool:
+    """Rewrite the accuracy section of BENCHMARKS.md; True when it changed."""
+    from minivgg.fsutil import atomic_write_path
+
+    text = md_path.read_text()
+    head, body, tail = _split(text, md_path)
+    new_body = "\n" + render_section(results_dir, md_path)
+    if new_body == body:
+        return False
+    with atomic_write_path(md_path) as tmp:
+        Path(tmp).write_text(head + BEGIN + new_body + END + tail)
+    return True
+
+
+def stale_diff(results_dir: Path = RESULTS_DIR, md_path: Path = BENCHMARKS_MD) -> str:
+    """'' when the committed section equals what `table` would write, else a unified diff."""
+    _, body, _ = _split(md_path.read_text(), md_path)
+    expected = "\n" + render_section(results_dir, md_path)
+    if body == expected:
+        return ""
+    return "".join(difflib.unified_diff(body.splitlines(True), expected.splitlines(True),
+                                        "BENCHMARKS.md (committed)", "BENCHMARKS.md (generated)"))
+
+
+def write_figures(results_dir: Path = RESULTS_DIR) -> list:
+    """One compare figure per group, from the lowest seed of each row that has a result."""
+    from minivgg.compare import compare_runs
+
+    by_key, _ = rows_for(load_results(results_dir))
+    written = []
+    for group in GROUPS:
+        sweep = len(group.targets) > 1 and len({t.recipe for t in group.targets}) == 1
+        paths, labels = [], []
+        for target in group.targets:
+            done = [r for r in by_key[target.key] if r.get("status") == "completed" and r.get("history")]
+            if done:
+                paths.append(results_dir / done[0]["_file"])
+                labels.append(f"batch {target.batch()}" if sweep else target.recipe)
+        if not paths:
+            continue
+        out = results_dir / FIGURES_SUBDIR / f"{group.key}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        compare_runs(paths, out, labels=labels, title=group.title)
+        written.append(out)
+    return written
+
+
+# ---- command line ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmarks/accuracy.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train recipes and write one JSON per (recipe, batch size, seed)")
+    run.add_argument("names", nargs="+", metavar="NAME", help=f"recipes: {', '.join(RECIPES)}")
+    run.add_argument("--seeds", nargs="+", type=int, default=[0])
+    run.add_argument("--batch-size", nargs="+", type=int, help="one run per batch size (default: the recipe's)")
+    run.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                     help="change recipe fields (JSON values), e.g. --set epochs=2 lr=0.01; such runs "
+                          "are listed apart, not counted against targets")
+    run.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    run.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench")
+    run.add_argument("--data-dir", help="default: $MINIVGG_DATA")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    for name, text in (("table", "regenerate the accuracy section of BENCHMARKS.md"),
+                       ("check", "exit 1 if the accuracy section of BENCHMARKS.md is stale"),
+                       ("figures", "write a compare figure per group from the JSON files")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+        if name != "figures":
+            p.add_argument("--md", type=Path, default=BENCHMARKS_MD)
+    return parser
+
+
+def cmd_run(args, argv) -> int:
+    for name in args.names:
+        get_recipe(name)   # fail fast on a typo, before hours of training
+    changes = parse_set(args.set)
+    recipes = [make_recipe(name, seed, batch, changes) for name in args.names
+               for batch in (args.batch_size or [None]) for seed in args.seeds]
+    for recipe in recipes:
+        if recipe.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1 (got {recipe.batch_size})")
+    command = " ".join([SCRIPT, *map(shlex.quote, argv)])
+    for recipe in recipes:
+        run_one(recipe, out_dir=args.out_dir, runs_dir=args.runs_dir, data_dir=args.data_dir,
+                progress=args.progress, command=command)
+    if args.out_dir.resolve() == RESULTS_DIR.resolve():
+        write_figures(RESULTS_DIR)
+        write_table(RESULTS_DIR, BENCHMARKS_MD)
+        print(f"updated {_relative(BENCHMARKS_MD)} and the compare figures")
+    else:
+        print(f"results are outside {_relative(RESULTS_DIR)}: BENCHMARKS.md left as it is")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv)
+        if args.command == "figures":
+            for path in write_figures(args.results_dir):
+                print(f"wrote {_relative(path)}")
+            return 0
+        if args.command == "table":
+            changed = write_table(args.results_dir, args.md)
+            print(f"{'updated' if changed else 'unchanged'}: {args.md}")
+            return 0
+        diff = stale_diff(args.results_dir, args.md)
+        if diff:
+            sys.stdout.write(diff)
+            print(f"\n{args.md}: the accuracy section is stale; run `{SCRIPT} table` and commit it",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.md}: the accuracy section matches {_relative(args.results_dir)}")
+        return 0
+    except (KeyboardInterrupt, TrainingInterrupted) as err:
+        print(f"benchmarks/accuracy.py: interrupted ({err or 'Ctrl-C'}); the runs that finished "
+              f"kept their JSON files", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        print(f"benchmarks/accuracy.py {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

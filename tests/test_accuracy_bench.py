@@ -1,0 +1,328 @@
+"""benchmarks/accuracy.py: result files -> the BENCHMARKS.md accuracy table, the staleness
+check CI relies on, the pass/fail rules, and one run written through a stand-in trainer (plus
+a few real iterations on MNIST when MINIVGG_DATA is set)."""
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minivgg.models import RECIPES
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "accuracy.py"
+REAL = os.environ.get("MINIVGG_DATA")
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_bench()
+
+MD = """# Benchmarks
+
+hand-written text stays
+
+<!-- accuracy:begin -->
+<!-- accuracy:end -->
+
+<!-- speed:begin -->
+speed rows written by someone else
+<!-- speed:end -->
+"""
+
+
+def record(recipe, seed, test_accs, *, batch_size=None, changes=None, status="completed",
+           params=5178, wall=100.0):
+    """A result file as `run` writes it, from a list of per-epoch test accuracies."""
+    batch_size = batch_size or RECIPES[recipe].batch_size
+    changes = dict(changes or {})
+    if batch_size != RECIPES[recipe].batch_size:
+        changes["batch_size"] = batch_size
+    history = [{"epoch": i + 1, "time": 10.0, "train_loss": 0.1, "train_acc": 0.9, "test_loss": 0.05,
+                "test_acc": acc, "images_per_s": 600.0} for i, acc in enumerate(test_accs)]
+    iteration_based = bool(RECIPES[recipe].iters)
+    return {"format": bench.BENCH_FORMAT, "version": 1, "status": status, "recipe": recipe,
+            "changes": changes, "seed": seed, "batch_size": batch_size, "num_parameters": params,
+            "unit": "iterations" if iteration_based else "epochs", "epochs_run": len(history),
+            "iterations": 1000, "wall_time_s": wall, "images_per_s": 600.0, "history": history,
+            **bench.epoch_figures(history, iteration_based)}
+
+
+def write(results_dir, rec):
+    name = f"{rec['recipe']}-b{rec['batch_size']}-s{rec['seed']}"
+    if set(rec["changes"]) - {"batch_size", "seed"}:
+        name += "-x"
+    path = results_dir / f"{name}.json"
+    path.write_text(json.dumps(rec))
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text(MD)
+    return results, md
+
+
+def row_of(text, recipe, batch=None):
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1] == recipe and (batch is None or cells[2] == str(batch)):
+            return cells
+    raise AssertionError(f"no row for {recipe} in\n{text}")
+
+
+HEADER_CELLS = [c.strip() for c in bench.HEADER.split("|")]
+COL = {name: HEADER_CELLS.index(name) for name in HEADER_CELLS if name}
+
+
+def test_table_from_fixture_json(workspace):
+    results, md = workspace
+    finals = [0.9890, 0.9900, 0.9896]
+    for seed, final in enumerate(finals):
+        write(results, record("mnist_8k_a", seed, [0.98, 0.985, 0.987, final], params=7998))
+    assert bench.write_table(results, md) is True
+    text = md.read_text()
+    assert "hand-written text stays" in text and "speed rows written by someone else" in text
+    cells = row_of(text, "mnist_8k_a")
+    mean, std = statistics.fmean(finals), statistics.stdev(finals)
+    assert cells[COL["final test acc (mean ± std)"]] == f"{mean:.4f} ± {std:.4f} (n=3)"
+    assert cells[COL["published"]] == "0.988" and cells[COL["target"]] == "≥ 0.988"
+    assert cells[COL["params"]] == "7,998"
+    assert cells[COL["result"]] == "pass (3/3 seeds reach it)"
+    assert cells[COL["time per run"]] == "100 s"
+    assert cells[COL["command"]] == "`python benchmarks/accuracy.py run mnist_8k_a --seeds 0 1 2`"
+    last3 = statistics.fmean(statistics.fmean([0.985, 0.987, f]) for f in finals)
+    assert cells[COL["mean of last 3 epochs"]].startswith(f"{last3:.4f} ±")
+    assert bench.write_table(results, md) is False   # regenerating is idempotent
+
+
+def test_rows_without_json_say_not_run_yet(workspace):
+    results, md = workspace
+    bench.write_table(results, md)
+    text = md.read_text()
+    for target in bench.all_targets():
+        cells = row_of(text, target.recipe, target.batch())
+        assert cells[COL["result"]] == "not run yet"
+        assert cells[COL["final test acc (mean ± std)"]] == "not run yet"
+    assert "falls short" not in text
+
+
+def test_every_recipe_has_a_row_and_published_figures_come_from_recipes():
+    assert {t.recipe for t in bench.all_targets()} == set(RECIPES)
+    default_v1 = next(t for t in bench.all_targets() if t.key == "vgg_v1")
+    assert default_v1.published_figure() == RECIPES["vgg_v1"].published
+    assert default_v1.target() == RECIPES["vgg_v1"].published
+    keys = [t.key for t in bench.all_targets()]
+    assert len(keys) == len(set(keys))
+
+
+def test_check_detects_a_stale_table(workspace, capsys):
+    results, md = workspace
+    write(results, record("mnist_20k", 0, [0.993, 0.994, 0.9942]))
+    args = ["--results-dir", str(results), "--md", str(md)]
+    assert bench.main(["check", *args]) == 1          # markers still empty: stale
+    assert "stale" in capsys.readouterr().err
+    assert bench.main(["table", *args]) == 0
+    assert bench.main(["check", *args]) == 0
+    write(results, record("mnist_20k", 1, [0.99, 0.991, 0.992]))
+    assert bench.main(["check", *args]) == 1
+    out = capsys.readouterr().out
+    assert "+| mnist_20k" in out and "-| mnist_20k" in out   # the diff shows the changed row
+
+
+def test_mean_std():
+    mean, std = bench.mean_std([0.99, 0.991, 0.992])
+    assert mean == pytest.approx(0.991) and std == pytest.approx(0.001)
+    assert bench.mean_std([0.5]) == (0.5, None)
+    assert bench.mean_std([]) == (None, None)
+    assert bench.mean_std([None, 0.4, 0.6])[0] == pytest.approx(0.5)
+    assert bench._acc_spread([0.5]) == "0.5000 (n=1)"
+
+
+def test_epoch_figures_final_best_last3():
+    history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate([0.90, 0.99, 0.95, 0.96, 0.94])]
+    figures = bench.epoch_figures(history, iteration_based=False)
+    assert figures["final_test_acc"] == 0.94                          # not the best epoch
+    assert (figures["best_epoch_test_acc"], figures["best_epoch"]) == (0.99, 2)
+    assert figures["mean_last3_test_acc"] == pytest.approx(0.95)
+    assert figures["min_last3_test_acc"] == 0.94
+    assert bench.epoch_figures(history, iteration_based=True)["mean_last3_test_acc"] is None
+    assert bench.epoch_figures(history[:2], iteration_based=False)["min_last3_test_acc"] is None
+
+
+def test_rules():
+    by_key = {t.key: t for t in bench.all_targets()}
+    each = by_key["mnist_5k"]   # >= 0.994 in each of the last 3 epochs, 3 seeds
+    good = [record("mnist_5k", s, [0.99, 0.9941, 0.9945, 0.9950]) for s in range(3)]
+    assert bench.judge(each, good).status == "pass"
+    one_dip = good[:2] + [record("mnist_5k", 2, [0.99, 0.9939, 0.9960, 0.9960])]
+    verdict = bench.judge(each, one_dip)
+    assert verdict.status == "FAIL" and "2/3 seeds" in verdict.text
+    assert "0.9939" in verdict.shortfall and "0.01 points short" in verdict.shortfall
+    assert bench.judge(each, good[:1]).status == "pending"
+    assert bench.judge(each, good[:2] + [record("mnist_5k", 2, [], status="diverged")]).status == "FAIL"
+
+    ours = by_key["mnist_5k_plus"]   # > 0.995 mean of last 3, under 8,000 parameters
+    exact = [record("mnist_5k_plus", s, [0.99, 0.995, 0.995, 0.995]) for s in range(3)]
+    assert bench.judge(ours, exact).status == "FAIL"      # "above" is strict
+    above = [record("mnist_5k_plus", s, [0.99, 0.9955, 0.996, 0.9956]) for s in range(3)]
+    assert bench.judge(ours, above).status == "pass"
+    too_big = [record("mnist_5k_plus", s, [0.99, 0.9955, 0.996, 0.9956], params=8000) for s in range(3)]
+    assert "not under 8,000" in bench.judge(ours, too_big).shortfall
+
+    final = by_key["vgg_v1-b16"]     # the mean of the final figures against the published one
+    near = [record("vgg_v1", s, [a], batch_size=16) for s, a in enumerate([0.84, 0.838, 0.835])]
+    verdict = bench.judge(final, near)
+    assert verdict.status == "pass" and "2/3 seeds" in verdict.text
+
+
+def test_shortfall_and_notes_are_written_under_the_group(workspace, monkeypatch):
+    results, md = workspace
+    for seed in range(3):
+        write(results, record("vgg_v1", seed, [0.80], batch_size=32))
+    monkeypatch.setitem(bench.NOTES, "vgg_v1-b32", "an honest remark")
+    bench.write_table(results, md)
+    text = md.read_text()
+    assert row_of(text, "vgg_v1", 32)[COL["result"]] == "FAIL (0/3 seeds reach it)"
+    assert ("- **vgg_v1 (batch 32)** falls short: final test accuracy 0.8000 vs the target 0.8507, "
+            "5.07 points short; 0/3 seeds reach it. an honest remark.") in text
+
+
+def test_figures_are_drawn_and_linked(workspace):
+    results, md = workspace
+    for batch, final in ((16, 0.85), (32, 0.86)):
+        rec = record("vgg_v1", 0, [final], batch_size=batch)
+        rec["train_loss_by_iteration"] = {"iterations": [0, 500, 999], "loss": [2.3, 0.8, 0.5]}
+        write(results, rec)
+    written = bench.write_figures(results)
+    assert [p.name for p in written] == ["vgg_v1.png"]
+    assert (results / "figures" / "vgg_v1-iterations.png").read_bytes()[:4] == b"\x89PNG"
+    bench.write_table(results, md)
+    text = md.read_text()
+    assert "[curves](results/figures/vgg_v1.png)" in text
+    assert "[training loss per iteration](results/figures/vgg_v1-iterations.png)" in text
+    assert "figures/vgg_v2" not in text
+
+
+def test_changed_recipes_are_listed_apart(workspace):
+    results, md = workspace
+    write(results, record("vgg_v1", 0, [0.5], changes={"iters": 20}))
+    bench.write_table(results, md)
+    text = md.read_text()
+    assert row_of(text, "vgg_v1", 64)[COL["result"]] == "not run yet"
+    assert "### Other runs" in text and "iters=20" in text
+
+
+def test_two_files_for_one_seed_are_an_error(workspace, capsys):
+    results, md = workspace
+    rec = record("mnist_20k", 0, [0.99])
+    (results / "a.json").write_text(json.dumps(rec))
+    (results / "b.json").write_text(json.dumps(rec))
+    assert bench.main(["table", "--results-dir", str(results), "--md", str(md)]) == 2
+    assert "two result files for the same seed" in capsys.readouterr().err
+
+
+def test_missing_markers_are_an_error(workspace):
+    results, md = workspace
+    md.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="accuracy:begin"):
+        bench.write_table(results, md)
+
+
+def test_result_names_and_set_values():
+    r = bench.make_recipe("vgg_v1", 1, 16, {})
+    assert bench.result_name(r) == "vgg_v1-b16-s1.json"
+    assert bench.result_name(bench.make_recipe("vgg_v1", 2, 64, {})) == "vgg_v1-s2.json"
+    changed = bench.make_recipe("vgg_v1", 0, None, bench.parse_set(["iters=20", "optimizer=sgd"]))
+    assert changed.iters == 20 and changed.optimizer == "sgd"
+    assert bench.result_name(changed) == "vgg_v1-s0-x-iters20_optimizersgd.json"
+    augment = bench.make_recipe("mnist_5k", 0, None, bench.parse_set(['augment=[]']))
+    assert augment.augment == ()
+    with pytest.raises(ValueError, match="field=value"):
+        bench.parse_set(["epochs"])
+    with pytest.raises(ValueError, match="unknown recipe field"):
+        bench.make_recipe("vgg_v1", 0, None, {"epoch": 3})
+
+
+def test_run_writes_one_json_per_run(tmp_path, monkeypatch):
+    """`run` through a stand-in trainer that writes results.json as run_recipe does."""
+    import minivgg.experiment as experiment
+
+    def fake_run_recipe(recipe, *, data_dir=None, out="runs", progress=None, **_):
+        run_dir = experiment.new_run_dir(out, recipe.name)
+        hist = [{"epoch": e, "time": 5.0, "test_acc": 0.9 + e / 100, "images_per_s": 400.0 + e}
+                for e in (1, 2, 3)]
+        experiment.write_json(run_dir / "results.json", {
+            "recipe": recipe.name, "num_parameters": 5178, "epochs_run": 3, "iterations": 300,
+            "final_test_acc": 0.93, "final_test_loss": 0.2, "wall_time_s": 17.0, "history": hist,
+            "stopped_early": False})
+        return experiment.RunResult(run_dir, hist, 0.93, 0.2, 17.0, False)
+
+    monkeypatch.setattr(experiment, "run_recipe", fake_run_recipe)
+    out_dir = tmp_path / "results"
+    argv = ["run", "mnist_5k", "--seeds", "0", "1", "--set", "epochs=3", "--out-dir", str(out_dir),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert bench.main(argv) == 0
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert files == ["mnist_5k-s0-x-epochs3.json", "mnist_5k-s1-x-epochs3.json"]
+    rec = json.loads((out_dir / files[1]).read_text())
+    assert rec["seed"] == 1 and rec["changes"] == {"epochs": 3, "seed": 1}
+    assert rec["final_test_acc"] == 0.93 and rec["mean_last3_test_acc"] == pytest.approx(0.92)
+    assert rec["best_epoch"] == 3 and rec["images_per_s"] == pytest.approx(402.0)
+    assert rec["command"].startswith("python benchmarks/accuracy.py run mnist_5k --seeds 0 1")
+    assert rec["machine"]["cpu_count"] == os.cpu_count() and rec["git_commit"]
+    assert rec["status"] == "completed" and rec["train_loss_by_iteration"] is None
+
+
+def test_diverged_run_is_recorded(tmp_path, monkeypatch):
+    import minivgg.experiment as experiment
+
+    def diverging(recipe, **_):
+        raise experiment.TrainingDiverged("the training loss became nan at epoch 1")
+
+    monkeypatch.setattr(experiment, "run_recipe", diverging)
+    path = bench.run_one(bench.make_recipe("mnist_20k", 4, None, {}), out_dir=tmp_path,
+                         runs_dir=tmp_path / "runs", data_dir=None, progress=False, command="test")
+    rec = json.loads(path.read_text())
+    assert path.name == "mnist_20k-s4.json"
+    assert rec["status"] == "diverged" and "nan" in rec["error"] and rec["final_test_acc"] is None
+    mnist_20k = next(t for t in bench.all_targets() if t.key == "mnist_20k")
+    assert bench.judge(mnist_20k, [rec]).status == "FAIL"
+
+
+def test_committed_benchmarks_md_matches_committed_json():
+    """CI: the accuracy section of BENCHMARKS.md is generated from benchmarks/results/accuracy."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "check"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL or not Path(REAL, "mnist").is_dir(),
+                    reason="MINIVGG_DATA does not point at the real datasets")
+def test_real_smoke_run(tmp_path):
+    """A few real vgg_v1 iterations on MNIST, end to end, into a scratch results folder."""
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "run", "vgg_v1", "--set", "iters=5", "log_every=1", "--seeds", "0",
+         "--out-dir", str(tmp_path / "out"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "out" / "vgg_v1-s0-x-iters5_log_every1.json").read_text())
+    assert rec["iterations"] == 5 and rec["unit"] == "iterations"
+    assert 0.0 < rec["final_test_acc"] <= 1.0 and rec["num_parameters"] == 94_474
+    assert len(rec["train_loss_by_iteration"]["loss"]) == 5
+    assert "BENCHMARKS.md left as it is" in proc.stdout
