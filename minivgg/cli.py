@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130

@@ -28,7 +28,6 @@ from . import plots
 from .fsutil import atomic_write_path
 
 BENCH_FORMAT = "minivgg-accuracy-bench"
-RESUME_FILE = Path("checkpoints") / "last.resume.safetensors"
 _CURVE_POINTS = 200   # an iteration-loss curve is averaged down to about this many points
 
 
@@ -71,14 +70,13 @@ def iteration_loss_curve(iter_log, points: int = _CURVE_POINTS) -> tuple[list, l
 
 
 def read_iteration_log(run_dir) -> list:
-    """The per-iteration (iteration, loss, ms) log of a run directory, from its resume
-    checkpoint; [] when the run was counted in epochs or has no checkpoint yet."""
-    path = Path(run_dir) / RESUME_FILE
+    """The per-iteration [iteration, loss, ms] rows of a run directory's iterations.csv;
+    [] when the run was counted in epochs."""
+    path = Path(run_dir) / "iterations.csv"
     if not path.is_file():
         return []
-    from .checkpoint import load_resume
-
-    return list(load_resume(path)["loop_state"]["loop"].get("iter_log") or [])
+    rows = _read_metrics_csv(path)
+    return [[row["iteration"], row["loss"], row["step_ms"]] for row in rows]
 
 
 # ---- loading -----------------------------------------------------------------------------------

@@ -158,6 +158,14 @@ def write_metrics_csv(path: Path, history: list) -> None:
                 writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fields})
 
 
+def write_csv(path: Path, header: list, rows: list) -> None:
+    with atomic_write_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -196,6 +204,7 @@ class RunFiles(Callback):
         st = trainer.state
         write_metrics_csv(self.run_dir / "metrics.csv", st.history)
         if st.iter_log:
+            write_csv(self.run_dir / "iterations.csv", ["iteration", "loss", "step_ms"], st.iter_log)
             iters = [row[0] for row in st.iter_log]
             plots.plot_iteration_loss(iters, [row[1] for row in st.iter_log], self.run_dir / "loss.png")
         if st.history:

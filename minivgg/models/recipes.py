@@ -6,7 +6,7 @@ run. Command-line flags override fields one by one (`Recipe.override`).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
