@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minivgg.compare import BENCH_FORMAT, iteration_loss_curve, read_iteration_log  # noqa: E402
+from minivgg.compare import (BENCH_FORMAT, format_duration, iteration_loss_curve,  # noqa: E402
+                             read_iteration_log)
 from minivgg.models import RECIPES, Recipe, get_recipe  # noqa: E402
 from minivgg.train import TrainingInterrupted  # noqa: E402
 
@@ -396,16 +397,6 @@ def _acc_spread(values: list) -> str:
     return f"{mean:.4f} ± {std:.4f} (n={n})" if std is not None else f"{mean:.4f} (n=1)"
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
 def _target_text(target: Target) -> str:
     sign = ">" if target.strict else "≥"
     text = {"final": f"{sign} {target.target():g}",
@@ -472,7 +463,7 @@ def group_table(group: Group, by_key: dict, md_path: Path, results_dir: Path) ->
             _published_text(target), _target_text(target),
             _acc_spread([r.get("final_test_acc") for r in done]) if records else "not run yet",
             _acc_spread(last3) if any(v is not None for v in last3) else "–",
-            _acc(best), verdict.text, _duration(wall),
+            _acc(best), verdict.text, format_duration(wall),
             "–" if speed is None else f"{speed:,.0f}", f"`{target.command()}`",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -501,7 +492,7 @@ def other_runs_table(records: list) -> list:
         trained = (f"{r.get('iterations')} iters" if r.get("unit") == "iterations"
                    else f"{r.get('epochs_run')} epochs")
         lines.append(f"| {r['_file']} | {r.get('recipe')} | {changes or '–'} | {trained} | "
-                     f"{_acc(r.get('final_test_acc'))} | {_duration(r.get('wall_time_s'))} |")
+                     f"{_acc(r.get('final_test_acc'))} | {format_duration(r.get('wall_time_s'))} |")
     return lines + [""]
 
 

@@ -228,7 +228,8 @@ def _acc(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _duration(seconds) -> str:
+def format_duration(seconds) -> str:
+    """Seconds as "12.5 s", "3.2 min" or "1.50 h"."""
     if seconds is None:
         return "-"
     if seconds < 120:
@@ -248,7 +249,7 @@ def format_table(runs: list) -> str:
             trained += " (running)"
         best = "-" if run.best_test_acc is None else f"{run.best_test_acc:.4f} ({run.best_epoch})"
         rows.append([run.label, run.recipe or "-", trained, _acc(run.final_test_acc), best,
-                     _duration(run.wall_time_s)])
+                     format_duration(run.wall_time_s)])
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
              for row in [header] + rows]
@@ -258,4 +259,4 @@ def format_table(runs: list) -> str:
 
 
 __all__ = ["RunSummary", "load_run", "compare_runs", "format_table", "iteration_loss_curve",
-           "read_iteration_log", "plot_iteration_losses", "iterations_figure_path"]
+           "read_iteration_log", "format_duration", "plot_iteration_losses", "iterations_figure_path"]

@@ -102,7 +102,7 @@ def test_table_from_fixture_json(workspace):
     assert cells[COL["published"]] == "0.988" and cells[COL["target"]] == "≥ 0.988"
     assert cells[COL["params"]] == "7,998"
     assert cells[COL["result"]] == "pass (3/3 seeds reach it)"
-    assert cells[COL["time per run"]] == "100 s"
+    assert cells[COL["time per run"]] == "100.0 s"
     assert cells[COL["command"]] == "`python benchmarks/accuracy.py run mnist_8k_a --seeds 0 1 2`"
     last3 = statistics.fmean(statistics.fmean([0.985, 0.987, f]) for f in finals)
     assert cells[COL["mean of last 3 epochs"]].startswith(f"{last3:.4f} ±")
