@@ -75,7 +75,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._ctx is None
+        return self._ctx is None  # freed non-leaves keep the _FREED marker
 
     def __len__(self):
         return len(self.data)
@@ -112,14 +112,21 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
+        handed_out = {id(grad)}  # arrays a leaf's .grad may not share (optimizers edit in place)
         for node in order:  # outputs before inputs
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             fn = node._ctx
+            if fn is _FREED:
+                raise RuntimeError(
+                    "backward() through a graph a second time: minivgg frees each graph as its "
+                    "backward runs; recompute the forward pass to differentiate again")
             if fn is None:  # a leaf
                 if node.grad is None:
-                    node.grad = g if g.flags.owndata or g.base is None else g.copy()
+                    # Add/Sub pass one gradient array to several inputs: copy shared ones
+                    node.grad = g.copy() if id(g) in handed_out or not g.flags.owndata else g
+                    handed_out.add(id(node.grad))
                 else:
                     node.grad = node.grad + g
                 continue
@@ -142,7 +149,7 @@ class Tensor:
                     grads[key] = grads[key] + ig
                 else:
                     grads[key] = ig
-            node._ctx = None  # free the graph (and what forward saved) as we go
+            node._ctx = _FREED  # free the graph (and what forward saved) as we go
             fn.inputs = ()
 
     # ---- operators (thin wrappers over functional.basic) -----------------------
@@ -174,9 +181,21 @@ class Tensor:
         from .functional.basic import mul
         return mul(self, -1.0)
 
+    def __rtruediv__(self, other):
+        from .functional.basic import div
+        return div(other, self)
+
+    def __pow__(self, exponent):
+        from .functional.basic import power
+        return power(self, exponent)
+
     def __matmul__(self, other):
         from .functional.basic import matmul
         return matmul(self, other)
+
+    def __rmatmul__(self, other):
+        from .functional.basic import matmul
+        return matmul(other, self)
 
     def reshape(self, *shape):
         from .functional.basic import reshape
@@ -202,6 +221,16 @@ class Tensor:
         return self.data.argmax(axis=axis)
 
 
+class _FreedGraph:
+    """Marks a non-leaf tensor whose graph was consumed by backward()."""
+
+    def __repr__(self):
+        return "<freed graph>"
+
+
+_FREED = _FreedGraph()
+
+
 def _topological_order(root: Tensor) -> list:
     """Every tensor reachable from root, each after all the tensors that depend on it."""
     order, visited = [], set()
@@ -215,7 +244,7 @@ def _topological_order(root: Tensor) -> list:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._ctx is not None:
+        if isinstance(node._ctx, Function):
             for inp in node._ctx.inputs:
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))

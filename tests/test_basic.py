@@ -161,3 +161,11 @@ def test_linear_errors():
     with pytest.raises(ValueError, match=r"linear: input has 4 features but the weight expects 3 "
                                          r"\(weight shape \(5, 3\), input shape \(2, 4\)\)"):
         F.linear(np.zeros((2, 4), np.float32), w)
+
+
+def test_linear_rejects_bad_weight_and_bias_shapes():
+    x = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"2-D weight .*got shape \(3,\)"):
+        F.linear(x, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"bias shape \(1,\) does not match .* expected \(4,\)"):
+        F.linear(x, np.ones((4, 3), np.float32), np.ones(1, np.float32))

@@ -66,6 +66,19 @@ class Div(Function):
         return ga, gb
 
 
+class Power(Function):
+    """x ** exponent for a constant (non-differentiated) exponent."""
+
+    def forward(self, x, exponent):
+        if self.requires_grad:
+            self.x, self.exponent = x, exponent
+        return np.power(x, np.asarray(exponent, dtype=x.dtype))
+
+    def backward(self, grad):
+        e = np.asarray(self.exponent, dtype=self.x.dtype)
+        return (grad * e * np.power(self.x, e - 1),)
+
+
 class MatMul(Function):
     """2-D matrix product a @ b."""
 
@@ -148,6 +161,12 @@ def div(a, b) -> Tensor:
     return Div.apply(a, b)
 
 
+def power(x, exponent: float) -> Tensor:
+    if isinstance(exponent, Tensor):
+        raise TypeError("power: the exponent must be a number, not a Tensor")
+    return Power.apply(x, exponent=float(exponent))
+
+
 def matmul(a, b) -> Tensor:
     return MatMul.apply(a, b)
 
@@ -176,6 +195,12 @@ def linear(x, weight, bias=None) -> Tensor:
     """x: (N, in_features); weight: (out_features, in_features); bias: (out_features,)."""
     if x.ndim != 2:
         raise ValueError(f"linear expects a 2-D input (N, in_features), got shape {tuple(x.shape)}")
+    if weight.ndim != 2:
+        raise ValueError(f"linear expects a 2-D weight (out_features, in_features), got shape "
+                         f"{tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear: bias shape {tuple(bias.shape)} does not match the weight's "
+                         f"{weight.shape[0]} output features; expected ({weight.shape[0]},)")
     if x.shape[1] != weight.shape[1]:
         raise ValueError(
             f"linear: input has {x.shape[1]} features but the weight expects {weight.shape[1]} "
