@@ -1,2 +1,239 @@
-"""(being written)"""
-__all__ = []
+"""2-D convolution as im2col + one GEMM, and the window helpers pooling shares.
+
+Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
+slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
+1), where NCHW-derived layouts move runs of OW values (4 on a 4x4 feature map) and
+NumPy's per-run overhead dominates. The transposes at the NCHW boundary are one pass
+each, done per channel so they stay in cache. Forward+backward with N=128, measured
+against cols (C*KH*KW, N*OH*OW) built from a (C, N, H, W) copy and against NHWC cols
+(N*OH*OW, KH*KW*C) @ W.T: 32->32 channels on 32x32 maps 128 ms vs 139 and 231; 64->64 on
+16x16 76 vs 81 and 95; 256->256 on 4x4 38 vs 51 and 35; 1->6 on 28x28 3.5 vs 2.8 and 6.7.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..autograd import Function, Tensor, as_tensor
+
+__all__ = ["conv2d"]
+
+
+# ---- argument checks shared with pool.py ---------------------------------------------
+
+def pair(value, name: str, op: str, minimum: int) -> tuple:
+    """An int or a pair of ints, each >= minimum, as a (height, width) tuple."""
+    values = (value, value) if isinstance(value, numbers.Integral) else value
+    if (not isinstance(values, (tuple, list)) or len(values) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                       for v in values)):
+        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if min(values) < minimum:
+        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def check_input(x: Tensor, op: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(
+            f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}; "
+            f"add a batch dimension with x.reshape(1, *x.shape) for a single image")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{op} expects a floating-point input, got dtype {x.dtype}; "
+                         f"convert it with x.astype(np.float32)")
+
+
+def out_length(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
+    """How many window positions fit along one axis (PyTorch's floor mode)."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+# ---- windows, im2col, col2im -----------------------------------------------------------
+
+def window_views(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
+                 axes: tuple = (-2, -1)) -> list:
+    """The KH*KW strided views of `a` that kernel tap (i, j) sees, in row-major tap order.
+
+    View (i, j) holds a[..., i + stride_h * oh, j + stride_w * ow, ...] for every output
+    position (oh, ow); `axes` are the two spatial axes of `a`.
+    """
+    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
+    views = []
+    for i in range(kh):
+        for j in range(kw):
+            index = [slice(None)] * a.ndim
+            index[axes[0]] = slice(i, i + sh * (oh - 1) + 1, sh)
+            index[axes[1]] = slice(j, j + sw * (ow - 1) + 1, sw)
+            views.append(a[tuple(index)])
+    return views
+
+
+def im2col(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
+           axes: tuple = (-2, -1)) -> np.ndarray:
+    """(..., H, ..., W, ...) -> (KH*KW, ..., OH, ..., OW, ...): one copy per kernel tap."""
+    views = window_views(a, kernel, stride, out_hw, axes)
+    cols = np.empty((len(views),) + views[0].shape, dtype=a.dtype)
+    for k, view in enumerate(views):
+        cols[k] = view
+    return cols
+
+
+def col2im(slabs, shape: tuple, dtype, kernel: tuple, stride: tuple, out_hw: tuple,
+           axes: tuple = (-2, -1)) -> np.ndarray:
+    """The adjoint of im2col: add each tap's (..., OH, ..., OW, ...) slab back into `shape`.
+
+    `slabs` yields one slab per tap in tap order: a (KH*KW, ...) array, or a generator
+    that computes each slab on demand so the taps are never all in memory at once. When
+    the windows tile `shape` exactly (stride == kernel, sizes divisible) every element is
+    written once, so slabs are assigned into uninitialised memory instead of summed into zeros.
+    """
+    tiles = (tuple(stride) == tuple(kernel)
+             and out_hw[0] * kernel[0] == shape[axes[0]]
+             and out_hw[1] * kernel[1] == shape[axes[1]])
+    out = np.empty(shape, dtype) if tiles else np.zeros(shape, dtype)
+    for view, slab in zip(window_views(out, kernel, stride, out_hw, axes), slabs):
+        if tiles:
+            view[...] = slab
+        else:
+            view += slab
+    return out
+
+
+# ---- layout changes at the NCHW boundary ----------------------------------------------
+
+def chwn_to_nchw(a: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """(C, H, W, N) -> contiguous (N, C, H, W), plus bias[c] on channel c when given.
+
+    One channel at a time: a whole-array transpose that moves N from the last axis to
+    the first reads with a stride of N values and is ~4x slower.
+    """
+    channels, height, width, batch = a.shape
+    out = np.empty((batch, channels, height, width), dtype=a.dtype)
+    for c in range(channels):
+        if bias is None:
+            out[:, c] = a[c].transpose(2, 0, 1)
+        else:
+            np.add(a[c].transpose(2, 0, 1), bias[c], out=out[:, c])
+    return out
+
+
+def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> tuple:
+    """padding (int, pair, 'same' or 'valid') -> (top, bottom, left, right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(
+                    f"{op}: padding='same' is only supported with stride 1 (got stride "
+                    f"{stride}), as in PyTorch; give the padding as numbers instead")
+            # PyTorch puts the odd extra row/column of an even kernel at the bottom/right.
+            top, left = (kernel[0] - 1) // 2, (kernel[1] - 1) // 2
+            return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left
+        raise ValueError(f"{op}: padding must be an int, a pair of ints, 'same' or 'valid', "
+                         f"got {padding!r}")
+    ph, pw = pair(padding, "padding", op, minimum=0)
+    return ph, ph, pw, pw
+
+
+# ---- conv2d -----------------------------------------------------------------------------
+
+class Conv2d(Function):
+    """out[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, s*oh + i, s*ow + j].
+
+    Forward: im2col on the (C, Hp, Wp, N) padded input gives cols (KH*KW*C, OH*OW*N);
+    out = W (O, KH*KW*C) @ cols is one GEMM over the whole batch. Backward: dW = g @ cols.T
+    and dcols = W.T @ g are one GEMM each (dcols reuses the cols buffer), dX = col2im(dcols).
+    cols is kept for dW: recomputing it would cost one more im2col per step.
+    """
+
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+        batch, channels, height, width = x.shape
+        out_channels, _, kh, kw = weight.shape
+        top, bottom, left, right = padding
+        oh = out_length(height, kh, stride[0], top, bottom)
+        ow = out_length(width, kw, stride[1], left, right)
+
+        xp = np.zeros((channels, height + top + bottom, width + left + right, batch),
+                      dtype=x.dtype)  # (C, Hp, Wp, N)
+        xp[:, top:top + height, left:left + width, :] = x.transpose(1, 2, 3, 0)
+        cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
+        cols = cols.reshape(kh * kw * channels, oh * ow * batch)
+        w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
+        out = w_mat @ cols  # (O, OH*OW*N)
+
+        need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
+        if need_w:
+            self.cols = cols
+        if need_x:
+            self.w_mat = w_mat
+        self.shapes = (x.shape, weight.shape, (oh, ow))
+        self.stride, self.padding = stride, padding
+        return chwn_to_nchw(out.reshape(out_channels, oh, ow, batch), bias)
+
+    def backward(self, grad):
+        (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
+        need_x, need_w, need_b = self.needs_input_grad
+        g = grad.transpose(1, 2, 3, 0).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
+
+        gb = g.sum(axis=1) if need_b else None
+        gw = None
+        if need_w:
+            gw = (self.cols @ g.T).T  # (O, KH*KW*C); this operand order is the faster GEMM
+            gw = gw.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2).copy()
+        gx = None
+        if need_x:
+            # cols is dead once dW is done: write dcols into its (already paged-in) memory.
+            buffer = self.cols if need_w else None
+            self.cols = None
+            dcols = np.matmul(self.w_mat.T, g, out=buffer)  # (KH*KW*C, OH*OW*N)
+            top, bottom, left, right = self.padding
+            padded = (channels, height + top + bottom, width + left + right, batch)
+            dxp = col2im(dcols.reshape(kh * kw, channels, oh, ow, batch), padded, g.dtype,
+                         (kh, kw), self.stride, (oh, ow), axes=(1, 2))
+            gx = chwn_to_nchw(dxp[:, top:top + height, left:left + width, :])
+        return gx, gw, gb
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
+    """2-D convolution (cross-correlation), as torch.nn.functional.conv2d without groups.
+
+    x: (N, C, H, W); weight: (O, C, KH, KW); bias: (O,) or None; stride: int or pair;
+    padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size).
+    Returns (N, O, OH, OW).
+    """
+    x, weight = as_tensor(x), as_tensor(weight)
+    check_input(x, "conv2d")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d expects a 4-D weight (out_channels, in_channels, KH, KW), "
+                         f"got shape {tuple(weight.shape)}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"conv2d: input has {x.shape[1]} channels but the weight expects "
+            f"{weight.shape[1]} (input shape {tuple(x.shape)}, weight shape "
+            f"{tuple(weight.shape)}); the weight's dim 1 must equal the input's channels")
+    if weight.dtype != x.dtype:
+        raise ValueError(f"conv2d: input dtype {x.dtype} and weight dtype {weight.dtype} "
+                         f"differ; convert both to the same float dtype")
+    if bias is not None:
+        bias = as_tensor(bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"conv2d: bias must have shape ({weight.shape[0]},) to match "
+                             f"weight shape {tuple(weight.shape)}, got {tuple(bias.shape)}")
+        if bias.dtype != x.dtype:
+            raise ValueError(f"conv2d: bias dtype {bias.dtype} differs from input dtype "
+                             f"{x.dtype}; convert it")
+    if 0 in x.shape or 0 in weight.shape:
+        raise ValueError(f"conv2d: empty input {tuple(x.shape)} or weight "
+                         f"{tuple(weight.shape)}")
+    kernel = tuple(weight.shape[2:])
+    stride = pair(stride, "stride", "conv2d", minimum=1)
+    pads = conv_padding(padding, kernel, stride)
+    padded = (x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3])
+    if padded[0] < kernel[0] or padded[1] < kernel[1]:
+        raise ValueError(
+            f"conv2d: kernel {kernel} is larger than the padded input {padded} (input shape "
+            f"{tuple(x.shape)}, padding {padding!r}); use a smaller kernel, more padding or "
+            f"a larger input")
+    return Conv2d.apply(x, weight, bias, stride=stride, padding=pads)

@@ -1,0 +1,206 @@
+"""conv2d: gradient checks over a grid, PyTorch parity in float32, and input validation."""
+import itertools
+
+import numpy as np
+import pytest
+
+import minivgg
+import minivgg.functional as F
+from minivgg.functional import conv as conv_module
+from conftest import gradcheck
+
+
+def _grid():
+    for kernel, padding, stride, bias in itertools.product(
+            (1, 2, 3, 5), (0, 1, 2, "same", "valid"), (1, 2), (True, False)):
+        if padding == "same" and stride != 1:
+            continue  # an error, tested below
+        yield kernel, padding, stride, bias
+
+
+@pytest.mark.parametrize("kernel, padding, stride, bias", list(_grid()))
+def test_conv2d_gradcheck_grid(kernel, padding, stride, bias):
+    rng = np.random.default_rng(kernel * 100 + stride)
+    x = rng.standard_normal((2, 2, 5, 6))  # non-square
+    w = rng.standard_normal((3, 2, kernel, kernel))
+    if bias:
+        b = rng.standard_normal(3)
+        gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), x, w, b)
+    else:
+        gradcheck(lambda x, w: F.conv2d(x, w, stride=stride, padding=padding), x, w)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((2, 3), (1, 2), (1, 0)),
+    ((3, 1), (2, 1), (0, 2)),
+    ((2, 4), 1, "same"),
+])
+def test_conv2d_gradcheck_non_square_kernel_and_stride(kernel, stride, padding):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 6, 5))
+    w = rng.standard_normal((2, 3) + kernel)
+    b = rng.standard_normal(2)
+    gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), x, w, b)
+
+
+def _torch_conv(torch, x, w, b, grad, needs, **options):
+    xt = torch.tensor(x, requires_grad=needs[0])
+    wt = torch.tensor(w, requires_grad=needs[1])
+    bt = None if b is None else torch.tensor(b, requires_grad=needs[2])
+    out = torch.nn.functional.conv2d(xt, wt, bt, **options)
+    out.backward(torch.tensor(grad))
+    grads = [t.grad.numpy() if t is not None and t.grad is not None else None
+             for t in (xt, wt, bt)]
+    return out.detach().numpy(), grads
+
+
+def _ours_conv(x, w, b, grad, needs, **options):
+    xm = minivgg.Tensor(x, requires_grad=needs[0])
+    wm = minivgg.Tensor(w, requires_grad=needs[1])
+    bm = None if b is None else minivgg.Tensor(b, requires_grad=needs[2])
+    out = F.conv2d(xm, wm, bm, **options)
+    out.backward(grad)
+    return out.data, [None if t is None else t.grad for t in (xm, wm, bm)]
+
+
+def assert_close32(ours, theirs, what):
+    assert ours.dtype == np.float32, f"{what}: dtype {ours.dtype}, expected float32"
+    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != {theirs.shape}"
+    scale = max(float(np.abs(theirs).max()), 1.0)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
+
+
+PARITY_CASES = [
+    # x shape, weight shape, stride, padding
+    ((4, 8, 12, 10), (6, 8, 3, 3), 1, 1),
+    ((4, 8, 12, 10), (6, 8, 3, 3), 2, 1),
+    ((3, 5, 11, 9), (7, 5, 5, 5), 1, "same"),
+    ((3, 5, 11, 9), (7, 5, 2, 2), 1, "same"),  # even kernel: extra row/column at the end
+    ((3, 5, 11, 9), (7, 5, 4, 3), 1, "same"),
+    ((3, 5, 11, 9), (7, 5, 3, 2), (2, 3), (2, 0)),
+    ((2, 1, 28, 28), (6, 1, 5, 5), 1, "valid"),
+    ((2, 16, 4, 4), (32, 16, 3, 3), 1, 1),
+    ((2, 3, 7, 7), (4, 3, 1, 1), 2, 0),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", PARITY_CASES)
+def test_conv2d_matches_torch_float32(torch, x_shape, w_shape, stride, padding):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32)
+    b = rng.standard_normal(w_shape[0], dtype=np.float32)
+    options = {"stride": stride, "padding": padding}
+    out_shape = F.conv2d(x, w, b, **options).shape
+    grad = rng.standard_normal(out_shape, dtype=np.float32)
+    out, grads = _ours_conv(x, w, b, grad, (True, True, True), **options)
+    t_out, t_grads = _torch_conv(torch, x, w, b, grad, (True, True, True), **options)
+    assert_close32(out, t_out, "output")
+    for name, ours, theirs in zip(("dx", "dweight", "dbias"), grads, t_grads):
+        assert_close32(ours, theirs, name)
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
+def test_conv2d_partial_gradients_match_torch(torch, needs):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4, 9, 8), dtype=np.float32)
+    w = rng.standard_normal((5, 4, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(5, dtype=np.float32)
+    grad = rng.standard_normal((3, 5, 9, 8), dtype=np.float32)
+    out, grads = _ours_conv(x, w, b, grad, needs, padding=1)
+    t_out, t_grads = _torch_conv(torch, x, w, b, grad, needs, padding=1)
+    assert_close32(out, t_out, "output")
+    for name, need, ours, theirs in zip(("dx", "dweight", "dbias"), needs, grads, t_grads):
+        if need:
+            assert_close32(ours, theirs, name)
+        else:
+            assert ours is None, f"{name} should not be computed"
+
+
+def test_conv2d_skips_input_gradient_when_not_needed(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("col2im ran although the input needs no gradient")
+    monkeypatch.setattr(conv_module, "col2im", fail)
+    rng = np.random.default_rng(3)
+    x = minivgg.Tensor(rng.standard_normal((2, 3, 6, 6), dtype=np.float32))
+    w = minivgg.Tensor(rng.standard_normal((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert w.grad is not None and w.grad.shape == (4, 3, 3, 3)
+    assert x.grad is None
+
+
+def test_conv2d_float64_stays_float64_and_no_grad_records_nothing():
+    rng = np.random.default_rng(4)
+    x = minivgg.Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+    w = minivgg.Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+    out = F.conv2d(x, w)
+    assert out.dtype == np.float64 and out.shape == (1, 3, 3, 3)
+    out.sum().backward()
+    assert x.grad.dtype == np.float64 and w.grad.dtype == np.float64
+    # the (C, H, W, N) layout inside must not leak out: NCHW arrays in C order
+    assert out.data.flags.c_contiguous and x.grad.flags.c_contiguous and w.grad.flags.c_contiguous
+    with minivgg.no_grad():
+        out = F.conv2d(x, w)
+    assert not out.requires_grad and out.is_leaf
+
+
+def test_conv2d_accepts_plain_arrays_and_pairs():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 7, 6), dtype=np.float32)
+    w = rng.standard_normal((3, 2, 3, 2), dtype=np.float32)
+    out = F.conv2d(x, w, stride=(2, 1), padding=[1, 0])
+    assert out.shape == (1, 3, 4, 5)
+    assert isinstance(out, minivgg.Tensor) and not out.requires_grad
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+def _x(*shape):
+    return np.zeros(shape, np.float32)
+
+
+def test_conv2d_rejects_wrong_rank():
+    with pytest.raises(ValueError, match=r"conv2d expects a 4-D input.*\(3, 8, 8\)"):
+        F.conv2d(_x(3, 8, 8), _x(4, 3, 3, 3))
+    with pytest.raises(ValueError, match=r"conv2d expects a 4-D weight.*\(4, 3, 3\)"):
+        F.conv2d(_x(1, 3, 8, 8), _x(4, 3, 3))
+
+
+def test_conv2d_channel_mismatch_names_both_shapes():
+    with pytest.raises(ValueError) as info:
+        F.conv2d(_x(2, 3, 8, 8), _x(4, 5, 3, 3))
+    message = str(info.value)
+    assert "conv2d" in message and "(2, 3, 8, 8)" in message and "(4, 5, 3, 3)" in message
+
+
+def test_conv2d_kernel_larger_than_padded_input():
+    with pytest.raises(ValueError, match=r"kernel \(5, 5\) is larger than the padded input \(6, 4\)"):
+        F.conv2d(_x(1, 1, 4, 2), _x(1, 1, 5, 5), padding=1)
+    assert F.conv2d(_x(1, 1, 3, 3), _x(1, 1, 5, 5), padding=1).shape == (1, 1, 1, 1)
+
+
+def test_conv2d_same_padding_with_stride_two():
+    with pytest.raises(ValueError, match="padding='same'.*stride 1"):
+        F.conv2d(_x(1, 1, 8, 8), _x(1, 1, 3, 3), stride=2, padding="same")
+
+
+@pytest.mark.parametrize("padding", [-1, (1, -1), "full", (1, 2, 3), 1.5, None, True])
+def test_conv2d_bad_padding(padding):
+    with pytest.raises(ValueError, match="conv2d: padding"):
+        F.conv2d(_x(1, 1, 8, 8), _x(1, 1, 3, 3), padding=padding)
+
+
+@pytest.mark.parametrize("stride", [0, -2, (1, 0), "2", 2.0])
+def test_conv2d_bad_stride(stride):
+    with pytest.raises(ValueError, match="conv2d: stride"):
+        F.conv2d(_x(1, 1, 8, 8), _x(1, 1, 3, 3), stride=stride)
+
+
+def test_conv2d_bad_bias_and_dtypes():
+    with pytest.raises(ValueError, match=r"bias must have shape \(4,\).*got \(3,\)"):
+        F.conv2d(_x(1, 3, 8, 8), _x(4, 3, 3, 3), _x(3))
+    with pytest.raises(ValueError, match="dtype"):
+        F.conv2d(_x(1, 3, 8, 8), np.zeros((4, 3, 3, 3)))
+    with pytest.raises(ValueError, match="floating-point"):
+        F.conv2d(np.zeros((1, 3, 8, 8), np.uint8), _x(4, 3, 3, 3))
