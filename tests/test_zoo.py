@@ -131,12 +131,16 @@ def test_torch_parity_in_training_mode(name, torch):
     loss.backward()
     tloss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y))
     tloss.backward()
-    np.testing.assert_allclose(float(loss.data), float(tloss), rtol=1e-4)
+    np.testing.assert_allclose(float(loss.data), float(tloss.detach()), rtol=1e-4)
     tparams = dict(twin.named_parameters())
+    # A conv bias right before a training-mode BatchNorm has a true gradient of exactly 0
+    # (both sides return ~1e-8 of rounding), so tolerances are relative to the model's
+    # largest gradient, not to each parameter's own. 5e-5 of it leaves room for a float32
+    # near-tie in a max-pool window routing a gradient differently (seen: 1 of 9,216 weights).
+    scale = max(float(np.abs(p.grad.numpy()).max()) for p in twin.parameters())
     for pname, p in model.named_parameters():
         tg = tparams[pname].grad.numpy()
-        scale = max(np.abs(tg).max(), 1e-6)
-        np.testing.assert_allclose(p.grad, tg, rtol=1e-3, atol=2e-4 * scale, err_msg=pname)
+        np.testing.assert_allclose(p.grad, tg, rtol=1e-3, atol=5e-5 * scale, err_msg=pname)
     for key, value in model.state_dict().items():
         if "running" in key:
             np.testing.assert_allclose(value, twin.state_dict()[key].numpy(), rtol=1e-4, atol=1e-6)
