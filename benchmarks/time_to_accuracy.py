@@ -1,0 +1,316 @@
+"""Time to a test accuracy: a recipe trained by minivgg's Trainer and by a plain PyTorch loop.
+
+Both sides train the recipe's model from the same initial weights (minivgg.interop.to_torch),
+on the same batches in the same order with the same augmentation (one minivgg DataLoader
+seeded by the recipe), with the same optimizer, learning-rate schedule, label smoothing,
+gradient clipping and weight EMA (torch.optim and a few lines of torch for the EMA), and
+evaluate on the test set after every epoch. The clock starts when training starts (data
+loaded, model built) and stops at the end of the first epoch whose test accuracy reaches
+the target; evaluation time is included. Usage:
+
+    MINIVGG_DATA=../shared/datasets python benchmarks/time_to_accuracy.py --recipe mnist_5k_plus
+    python benchmarks/time_to_accuracy.py --recipe mnist_5k --set batch_size=128 --set max_lr=0.1
+    python benchmarks/time_to_accuracy.py --limit-train 2048 --limit-test 500 --max-epochs 1   # smoke
+
+The minivgg side is the loop `minivgg train --recipe NAME` runs (Trainer), without the run
+directory's files (checkpoints, plots). Writes benchmarks/results/speed/time_to_accuracy.json
+and, from it, the time-to-accuracy table of BENCHMARKS.md's speed section.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+if __name__ == "__main__":
+    from threads import pin_threads  # before NumPy loads OpenBLAS
+    pin_threads(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from minivgg.data import DataLoader, get_dataset_info, load_dataset  # noqa: E402
+from minivgg.experiment import make_optimizer, make_scheduler, make_transform  # noqa: E402
+from minivgg.models import build, get_recipe  # noqa: E402
+from minivgg.train import Callback, Trainer  # noqa: E402
+
+DEFAULT_JSON = HERE / "results" / "speed" / "time_to_accuracy.json"
+PARAMETER_LIMIT = 8000
+
+
+class Setup:
+    """The recipe's data, initial model and loader, built identically for both frameworks."""
+
+    def __init__(self, recipe, data_dir=None, limit_train=None, limit_test=None):
+        self.recipe = recipe
+        self.info = get_dataset_info(recipe.dataset)
+        start = time.perf_counter()
+        train_x, train_y = load_dataset(recipe.dataset, "train", data_dir=data_dir)
+        test_x, test_y = load_dataset(recipe.dataset, "test", data_dir=data_dir)
+        self.load_s = time.perf_counter() - start
+        self.train = (train_x[:limit_train], train_y[:limit_train])
+        self.test = (test_x[:limit_test], test_y[:limit_test])
+        self.normalize = (self.info.mean, self.info.std)
+
+    def model(self):
+        c, h, _ = self.info.shape
+        return build(self.recipe.model, in_channels=c, num_classes=len(self.info.classes),
+                     image_size=h, seed=self.recipe.seed)
+
+    def loader(self):
+        return DataLoader(*self.train, batch_size=self.recipe.batch_size, shuffle=True,
+                          seed=self.recipe.seed, transform=make_transform(self.recipe),
+                          normalize=self.normalize)
+
+
+# ---- minivgg: the Trainer that `minivgg train` runs ---------------------------------------------
+
+class StopAtTarget(Callback):
+    def __init__(self, target: float, start: float):
+        self.target, self.start, self.reached = target, start, None
+        self.epochs = []
+
+    def on_epoch_end(self, trainer, record):
+        elapsed = time.perf_counter() - self.start
+        self.epochs.append({"epoch": record["epoch"], "test_acc": record["test_acc"],
+                            "elapsed_s": elapsed})
+        if self.reached is None and record["test_acc"] >= self.target:
+            self.reached = {"epoch": record["epoch"], "elapsed_s": elapsed,
+                            "test_acc": record["test_acc"]}
+            trainer.state.stopped_early = True
+
+
+def run_minivgg(setup: Setup, target: float, epochs: int, log) -> dict:
+    recipe = setup.recipe
+    model = setup.model()
+    optimizer = make_optimizer(recipe, model.parameters())
+    loader = setup.loader()
+    scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
+    start = time.perf_counter()
+    stop = StopAtTarget(target, start)
+    trainer = Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
+                      test_data=setup.test, normalize=setup.normalize, epochs=epochs,
+                      label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
+                      ema=recipe.ema, tta_flip=recipe.tta_flip, progress=False,
+                      log=lambda line: log(f"minivgg: {line}"), callbacks=[stop])
+    trainer.fit()
+    return {"reached": stop.reached, "epochs": stop.epochs,
+            "wall_s": time.perf_counter() - start, "parameters": model.num_parameters()}
+
+
+# ---- PyTorch: the same recipe in a plain loop ------------------------------------------------
+
+def torch_optimizer(torch, recipe, params):
+    kind = recipe.optimizer.lower()
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, betas=tuple(recipe.betas),
+                                weight_decay=recipe.weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=recipe.lr, betas=tuple(recipe.betas),
+                                 weight_decay=recipe.weight_decay)
+    raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def torch_scheduler(torch, recipe, optimizer, steps_per_epoch: int):
+    """(scheduler or None, stepped per batch), as minivgg.experiment.make_scheduler."""
+    sched = torch.optim.lr_scheduler
+    kind = recipe.schedule.lower()
+    total_steps = recipe.iters if recipe.iters else recipe.epochs * steps_per_epoch
+    if kind == "none":
+        return None, True
+    if kind == "step":
+        return sched.StepLR(optimizer, step_size=recipe.step_size, gamma=recipe.gamma), False
+    if kind == "multistep":
+        return sched.MultiStepLR(optimizer, milestones=list(recipe.milestones), gamma=recipe.gamma), False
+    if kind == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=recipe.max_lr or recipe.lr, total_steps=total_steps,
+                                pct_start=recipe.pct_start, anneal_strategy=recipe.anneal_strategy,
+                                div_factor=recipe.div_factor,
+                                final_div_factor=recipe.final_div_factor), True
+    if kind == "cosine":
+        return sched.CosineAnnealingLR(optimizer, T_max=total_steps), True
+    if kind == "inverse_time":
+        return sched.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + recipe.decay * step)), True
+    raise ValueError(f"unknown schedule {recipe.schedule!r}")
+
+
+class TorchEMA:
+    """minivgg.train.WeightEMA in torch: decay warmed up as min(decay, (1 + n) / (10 + n))."""
+
+    def __init__(self, torch, model, decay: float):
+        self.torch, self.model, self.decay, self.updates = torch, model, decay, 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.params = dict(model.named_parameters())
+        self.buffers = dict(model.named_buffers())
+
+    def update(self):
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with self.torch.no_grad():
+            for name, p in self.params.items():
+                self.shadow[name].mul_(d).add_(p, alpha=1 - d)
+            for name, b in self.buffers.items():
+                self.shadow[name].copy_(b)
+
+
+def torch_evaluate(torch, model, setup: Setup, tta_flip: bool, batch_size: int = 1000) -> float:
+    images, labels = setup.test
+    mean = np.asarray(setup.normalize[0], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(setup.normalize[1], np.float32).reshape(1, -1, 1, 1)
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = (images[start:start + batch_size].astype(np.float32) / 255.0 - mean) / std
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+            logits = model(xt)
+            if tta_flip:
+                logits = (logits + model(torch.flip(xt, dims=[3]))) / 2
+            correct += int((logits.argmax(1).numpy() == labels[start:start + batch_size]).sum())
+    model.train()
+    return correct / max(len(labels), 1)
+
+
+def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> dict:
+    import torch
+    from minivgg.interop import to_torch
+    torch.set_num_threads(threads)
+    recipe = setup.recipe
+    model = to_torch(setup.model())
+    model.train()
+    optimizer = torch_optimizer(torch, recipe, model.parameters())
+    loader = setup.loader()
+    scheduler, per_batch = torch_scheduler(torch, recipe, optimizer, len(loader))
+    ema = TorchEMA(torch, model, recipe.ema) if recipe.ema else None
+    history, reached = [], None
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        for x, y in loader:
+            logits = model(torch.from_numpy(x))
+            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y),
+                                                     label_smoothing=recipe.label_smoothing)
+            if not math.isfinite(loss.item()):
+                raise RuntimeError(f"PyTorch: the loss became {loss.item()} in epoch {epoch}")
+            optimizer.zero_grad()
+            loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            if scheduler is not None and per_batch:
+                scheduler.step()
+            if ema is not None:
+                ema.update()
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        if ema is not None:
+            saved = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema.shadow)
+            acc = torch_evaluate(torch, model, setup, recipe.tta_flip)
+            model.load_state_dict(saved)
+        else:
+            acc = torch_evaluate(torch, model, setup, recipe.tta_flip)
+        elapsed = time.perf_counter() - start
+        history.append({"epoch": epoch, "test_acc": acc, "elapsed_s": elapsed})
+        log(f"torch: epoch {epoch}/{epochs}  test acc {acc:.4f}  {elapsed:.1f}s")
+        if acc >= target:
+            reached = {"epoch": epoch, "elapsed_s": elapsed, "test_acc": acc}
+            break
+    return {"reached": reached, "epochs": history, "wall_s": time.perf_counter() - start,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+def parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def make_recipe(name: str, settings: list):
+    changes = {}
+    for item in settings:
+        if "=" not in item:
+            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        changes[key] = parse_value(value)
+    for key in ("betas", "milestones"):
+        if isinstance(changes.get(key), list):
+            changes[key] = tuple(changes[key])
+    return get_recipe(name).override(**changes) if changes else get_recipe(name)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", default="mnist_5k_plus", help="named recipe (default mnist_5k_plus)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a recipe field (JSON value), e.g. --set batch_size=256")
+    p.add_argument("--target", type=float, default=0.994, help="test accuracy to reach (default 0.994)")
+    p.add_argument("--max-epochs", type=int, help="give up after this many epochs (default: the recipe's)")
+    p.add_argument("--frameworks", nargs="+", choices=["minivgg", "torch"], default=["minivgg", "torch"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data-dir", help="default $MINIVGG_DATA, else the per-user cache")
+    p.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
+    p.add_argument("--limit-test", type=int, help="use only the first N test images (smoke tests)")
+    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
+                   help="whose speed section is regenerated when --json is the default")
+    p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
+    args = p.parse_args(argv)
+
+    recipe = make_recipe(args.recipe, args.set)
+    if recipe.iters:
+        raise SystemExit(f"recipe {recipe.name} is iteration-based; time to accuracy needs epochs")
+    epochs = args.max_epochs or recipe.epochs
+    setup = Setup(recipe, args.data_dir, args.limit_train, args.limit_test)
+    parameters = setup.model().num_parameters()
+    if parameters >= PARAMETER_LIMIT:
+        print(f"note: {recipe.model} has {parameters:,} parameters, not under {PARAMETER_LIMIT:,}")
+    print(f"recipe {recipe.name}: {recipe.model} ({parameters:,} parameters), batch "
+          f"{recipe.batch_size}, up to {epochs} epochs, target {args.target}; data loaded in "
+          f"{setup.load_s:.1f}s; {len(setup.train[1]):,} train / {len(setup.test[1]):,} test images")
+    results = {}
+    for framework in args.frameworks:
+        if framework == "minivgg":
+            results[framework] = run_minivgg(setup, args.target, epochs, print)
+        else:
+            results[framework] = run_torch(setup, args.target, epochs, print, args.threads)
+        reached = results[framework]["reached"]
+        print(f"{framework}: " + (f"{args.target} reached at epoch {reached['epoch']} after "
+                                  f"{reached['elapsed_s']:.1f}s" if reached else
+                                  f"{args.target} not reached in {epochs} epochs "
+                                  f"({results[framework]['wall_s']:.1f}s)"))
+    data = {"command": " ".join(["python benchmarks/time_to_accuracy.py", *map(shlex.quote, argv)]),
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "recipe": recipe.to_dict(), "target": args.target, "max_epochs": epochs,
+            "threads": args.threads, "train_images": int(len(setup.train[1])),
+            "test_images": int(len(setup.test[1])), "data_load_s": setup.load_s,
+            "loadavg_end": list(os.getloadavg()), "results": results}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.json}")
+    speed_json = DEFAULT_JSON.parent / "speed.json"
+    if not args.no_markdown and args.json.resolve() == DEFAULT_JSON.resolve() and speed_json.exists():
+        sys.path.insert(0, str(HERE))
+        import speed
+        speed.render_from_files(speed_json, args.markdown)
+        print(f"regenerated the speed section of {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
