@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", help="mnist, fashion-mnist or cifar10")
     t.add_argument("--epochs", type=_positive_int, help="train for this many epochs")
     t.add_argument("--iters", type=_positive_int, help="train for this many iterations (instead of epochs)")
-    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--batch-size", type=_positive_int, help="images per training step")
     t.add_argument("--lr", type=_positive_float, help="learning rate (the peak for one-cycle schedules)")
     t.add_argument("--seed", type=int, help="seed for initialisation, shuffling, augmentation, dropout")
     t.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
