@@ -176,10 +176,11 @@ class Dropout(Function):
     def forward(self, x, mask=None):
         if self.requires_grad:
             self.mask = mask
-        return x * mask
+        # in x's memory order (conv2d's outputs are (C, H, W, N) in memory), not C order
+        return np.multiply(x, mask, out=np.empty_like(x))
 
     def backward(self, grad):
-        return (grad * self.mask,)
+        return (np.multiply(grad, self.mask, out=np.empty_like(grad)),)
 
 
 def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:

@@ -1,13 +1,18 @@
-"""2-D convolution as im2col + one GEMM, and the window helpers pooling shares.
+"""2-D convolution as im2col + one GEMM, and the window and layout helpers pooling shares.
 
 Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
 slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
 1), where NCHW-derived layouts move runs of OW values (4 on a 4x4 feature map) and
-NumPy's per-run overhead dominates. The transposes at the NCHW boundary are one pass
-each, done per channel so they stay in cache. Forward+backward with N=128, measured
-against cols (C*KH*KW, N*OH*OW) built from a (C, N, H, W) copy and against NHWC cols
-(N*OH*OW, KH*KW*C) @ W.T: 32->32 channels on 32x32 maps 128 ms vs 139 and 231; 64->64 on
-16x16 76 vs 81 and 95; 256->256 on 4x4 38 vs 51 and 35; 1->6 on 28x28 3.5 vs 2.8 and 6.7.
+NumPy's per-run overhead dominates. Forward+backward with N=128, measured against cols
+(C*KH*KW, N*OH*OW) built from a (C, N, H, W) copy and against NHWC cols (N*OH*OW,
+KH*KW*C) @ W.T: 32->32 channels on 32x32 maps 128 ms vs 139 and 231; 64->64 on 16x16 76
+vs 81 and 95; 256->256 on 4x4 38 vs 51 and 35; 1->6 on 28x28 3.5 vs 2.8 and 6.7.
+
+The output is returned as the (N, C, H, W) transpose of the (C, H, W, N) array the GEMM
+wrote: NCHW in shape and indexing, (C, H, W, N) in memory, as a PyTorch channels_last
+tensor is NCHW in shape and NHWC in memory (see `chwn_view`). The ops that usually follow
+a convolution (ReLU, batch_norm, tiled max pooling, the next conv2d) work in that order
+without converting it; anything else sees an ordinary strided array.
 """
 from __future__ import annotations
 
@@ -100,22 +105,39 @@ def col2im(slabs, shape: tuple, dtype, kernel: tuple, stride: tuple, out_hw: tup
     return out
 
 
-# ---- layout changes at the NCHW boundary ----------------------------------------------
+# ---- (C, H, W, N) memory behind (N, C, H, W) arrays -----------------------------------
 
-def chwn_to_nchw(a: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """(C, H, W, N) -> contiguous (N, C, H, W), plus bias[c] on channel c when given.
+def chwn_view(a: np.ndarray) -> np.ndarray | None:
+    """The contiguous (C, H, W, N) array behind an (N, C, H, W) array laid out that way in
+    memory (conv2d's outputs and what follows them), or None for any other layout."""
+    chwn = a.transpose(1, 2, 3, 0)
+    return chwn if chwn.flags.c_contiguous else None
 
-    One channel at a time: a whole-array transpose that moves N from the last axis to
-    the first reads with a stride of N values and is ~4x slower.
-    """
-    channels, height, width, batch = a.shape
-    out = np.empty((batch, channels, height, width), dtype=a.dtype)
-    for c in range(channels):
-        if bias is None:
-            out[:, c] = a[c].transpose(2, 0, 1)
-        else:
-            np.add(a[c].transpose(2, 0, 1), bias[c], out=out[:, c])
+
+def copy_to_chwn(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write the (N, C, H, W) array a into the (C, H, W, N) array out (it may be a view)."""
+    if chwn_view(a) is not None:
+        out[...] = a.transpose(1, 2, 3, 0)  # runs of W*N contiguous values
+        return out
+    # One channel at a time: a whole-array transpose that moves N from the first axis to
+    # the last writes with a stride of N values and is several times slower.
+    for c in range(a.shape[1]):
+        out[c] = a[:, c].transpose(1, 2, 0)
     return out
+
+
+def as_chwn(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> contiguous (C, H, W, N): the memory behind a, or a copy in that order."""
+    chwn = chwn_view(a)
+    if chwn is not None:
+        return chwn
+    batch, channels, height, width = a.shape
+    return copy_to_chwn(a, np.empty((channels, height, width, batch), dtype=a.dtype))
+
+
+def from_chwn(a: np.ndarray) -> np.ndarray:
+    """(C, H, W, N) -> the (N, C, H, W) array over the same memory (no copy)."""
+    return a.transpose(3, 0, 1, 2)
 
 
 def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> tuple:
@@ -143,9 +165,10 @@ class Conv2d(Function):
     """out[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, s*oh + i, s*ow + j].
 
     Forward: im2col on the (C, Hp, Wp, N) padded input gives cols (KH*KW*C, OH*OW*N);
-    out = W (O, KH*KW*C) @ cols is one GEMM over the whole batch. Backward: dW = g @ cols.T
-    and dcols = W.T @ g are one GEMM each (dcols reuses the cols buffer), dX = col2im(dcols).
-    cols is kept for dW: recomputing it would cost one more im2col per step.
+    out = W (O, KH*KW*C) @ cols is one GEMM over the whole batch, returned over the same
+    memory as (N, O, OH, OW). Backward: dW = g @ cols.T and dcols = W.T @ g are one GEMM
+    each (dcols reuses the cols buffer), dX = col2im(dcols). cols is kept for dW:
+    recomputing it would cost one more im2col per step.
     """
 
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)):
@@ -155,13 +178,16 @@ class Conv2d(Function):
         oh = out_length(height, kh, stride[0], top, bottom)
         ow = out_length(width, kw, stride[1], left, right)
 
-        xp = np.zeros((channels, height + top + bottom, width + left + right, batch),
-                      dtype=x.dtype)  # (C, Hp, Wp, N)
-        xp[:, top:top + height, left:left + width, :] = x.transpose(1, 2, 3, 0)
+        if padding == (0, 0, 0, 0):
+            xp = as_chwn(x)  # (C, H, W, N): no copy when x came from a conv2d
+        else:
+            xp = _padded_chwn(x, padding)  # (C, Hp, Wp, N)
         cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
         cols = cols.reshape(kh * kw * channels, oh * ow * batch)
         w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
         out = w_mat @ cols  # (O, OH*OW*N)
+        if bias is not None:
+            out += bias[:, None]
 
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         if need_w:
@@ -170,12 +196,12 @@ class Conv2d(Function):
             self.w_mat = w_mat
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
-        return chwn_to_nchw(out.reshape(out_channels, oh, ow, batch), bias)
+        return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
     def backward(self, grad):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
         need_x, need_w, need_b = self.needs_input_grad
-        g = grad.transpose(1, 2, 3, 0).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
+        g = as_chwn(grad).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
 
         gb = g.sum(axis=1) if need_b else None
         gw = None
@@ -192,8 +218,23 @@ class Conv2d(Function):
             padded = (channels, height + top + bottom, width + left + right, batch)
             dxp = col2im(dcols.reshape(kh * kw, channels, oh, ow, batch), padded, g.dtype,
                          (kh, kw), self.stride, (oh, ow), axes=(1, 2))
-            gx = chwn_to_nchw(dxp[:, top:top + height, left:left + width, :])
+            if self.padding != (0, 0, 0, 0):
+                dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
+            gx = from_chwn(dxp)
         return gx, gw, gb
+
+
+def _padded_chwn(x: np.ndarray, padding: tuple) -> np.ndarray:
+    """(N, C, H, W) -> (C, H + top + bottom, W + left + right, N) with a zero border."""
+    batch, channels, height, width = x.shape
+    top, bottom, left, right = padding
+    xp = np.empty((channels, height + top + bottom, width + left + right, batch), x.dtype)
+    xp[:, :top] = 0
+    xp[:, top + height:] = 0
+    xp[:, top:top + height, :left] = 0
+    xp[:, top:top + height, left + width:] = 0
+    copy_to_chwn(x, xp[:, top:top + height, left:left + width])
+    return xp
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
@@ -201,7 +242,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
 
     x: (N, C, H, W); weight: (O, C, KH, KW); bias: (O,) or None; stride: int or pair;
     padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size).
-    Returns (N, O, OH, OW).
+    Returns (N, O, OH, OW), laid out as (O, OH, OW, N) in memory (see the module docstring;
+    np.ascontiguousarray gives C order).
     """
     x, weight = as_tensor(x), as_tensor(weight)
     check_input(x, "conv2d")

@@ -6,33 +6,55 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from .conv import as_chwn, chwn_view, from_chwn
 
 __all__ = ["batch_norm", "layer_norm"]
 
 
-# ---- per-channel reductions over a (N, C, M) view ----------------------------------
-# einsum sums each (n, c) row of M contiguous values without a temporary array (a
-# product is summed in the same loop); the N partial sums are then added pairwise,
-# which keeps float32 sums of millions of values accurate to ~1e-7.
+# ---- per-channel reductions over a 3-D view -----------------------------------------
+# BatchNorm works on a 3-D view of its input whose last axis is contiguous in memory and
+# whose channel axis is `axis`: (N, C, M) for C-ordered input (axis 1), (C, H*W, N) for the
+# (C, H, W, N) memory behind conv2d's outputs (axis 0). einsum sums each row of the
+# contiguous last axis without a temporary array (a product is summed in the same loop);
+# the row sums are then added in float64 (a few thousand values: cheap), which keeps
+# float32 sums of millions of values accurate to ~1e-7 whichever the layout.
 
-def _channel_sum(a: np.ndarray) -> np.ndarray:
-    """sum of a (N, C, M) over N and M -> (C,)"""
-    return np.einsum("ncm->nc", a).sum(axis=0)
-
-
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """sum of a * b (both (N, C, M)) over N and M -> (C,)"""
-    return np.einsum("ncm,ncm->nc", a, b).sum(axis=0)
+def _channel_sum(a: np.ndarray, axis: int) -> np.ndarray:
+    """sum of a 3-D `a` over every axis but the channel axis -> (C,)"""
+    return np.einsum("ijk->ij", a).sum(axis=1 - axis, dtype=np.float64).astype(a.dtype)
 
 
-def _as_channel_view(x: np.ndarray) -> np.ndarray:
-    """(N, C), (N, C, L) or (N, C, H, W) -> (N, C, M); a view when x is contiguous."""
-    return x.reshape(x.shape[0], x.shape[1], -1)
+def _channel_dot(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    """sum of a * b (both 3-D) over every axis but the channel axis -> (C,)"""
+    return np.einsum("ijk,ijk->ij", a, b).sum(axis=1 - axis, dtype=np.float64).astype(a.dtype)
 
 
-def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
-    """(C,) -> (C, 1, ...), broadcasting against an (N, C, ...) array of ndim dims."""
-    return v.reshape((-1,) + (1,) * (ndim - 2))
+def _channel_rows(x: np.ndarray) -> tuple:
+    """(N, C), (N, C, L) or (N, C, H, W) -> (3-D view, channel axis); see above."""
+    chwn = chwn_view(x) if x.ndim == 4 and x.shape[0] > 1 else None
+    if chwn is not None:
+        return chwn.reshape(x.shape[1], -1, x.shape[0]), 0  # (C, H*W, N)
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1), 1  # (N, C, M)
+
+
+def _in_layout(a: np.ndarray, rows: np.ndarray, axis: int) -> np.ndarray:
+    """The 3-D view `rows` of an array shaped like `a`, over a's memory when `a` is laid out
+    as `axis` says, else over a copy of `a` in that layout."""
+    if axis == 0:
+        return as_chwn(a).reshape(rows.shape)
+    return np.ascontiguousarray(a).reshape(rows.shape)
+
+
+def _restore(rows: np.ndarray, shape: tuple, axis: int) -> np.ndarray:
+    """A 3-D view made by _channel_rows back to the (N, C, ...) shape, over the same memory."""
+    if axis == 0:
+        return from_chwn(rows.reshape(shape[1:] + shape[:1]))
+    return rows.reshape(shape)
+
+
+def _per_channel(v: np.ndarray, axis: int) -> np.ndarray:
+    """(C,) -> (C, 1, 1) or (1, C, 1): broadcasts against a 3-D view whose channel axis is axis."""
+    return v.reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
 
 
 class BatchNorm(Function):
@@ -45,19 +67,18 @@ class BatchNorm(Function):
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
                 training=False, momentum=0.1, eps=1e-5):
-        x = np.ascontiguousarray(x)
-        self.training, self.weight = training, weight
+        rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
+        self.training, self.weight, self.axis = training, weight, axis
         if training:
-            n, _, m = _as_channel_view(x).shape
-            count = n * m
-            mean = _channel_sum(_as_channel_view(x)) / count  # (C,)
-            centred = x - _per_channel(mean, x.ndim)  # (N, C, ...)
+            count = rows.size // rows.shape[axis]
+            mean = _channel_sum(rows, axis) / count  # (C,)
+            centred = rows - _per_channel(mean, axis)
             # Corrected two-pass variance (Chan, Golub & LeVeque): the rounding error of the
             # float32 mean leaves a small residual mean in `centred`; measuring it and
             # folding it into mean, var and the gradients keeps channels whose mean is far
             # from zero accurate without another pass over `centred`.
-            residual = _channel_sum(_as_channel_view(centred)) / count  # (C,)
-            var = _channel_dot(_as_channel_view(centred), _as_channel_view(centred)) / count
+            residual = _channel_sum(centred, axis) / count  # (C,)
+            var = _channel_dot(centred, centred, axis) / count
             var = np.maximum(var - residual * residual, 0)  # biased, used to normalise
             mean += residual
             invstd = 1.0 / np.sqrt(var + eps)
@@ -71,50 +92,49 @@ class BatchNorm(Function):
             if self.requires_grad:
                 # backward writes dx into centred's buffer
                 self.centred, self.residual, self.invstd = centred, residual, invstd
-                out = centred * _per_channel(scale, x.ndim)
+                out = centred * _per_channel(scale, axis)
             else:
                 out = centred
-                out *= _per_channel(scale, x.ndim)
-            out += _per_channel(shift, x.ndim)
-            return out
+                out *= _per_channel(scale, axis)
+            out += _per_channel(shift, axis)
+            return _restore(out, x.shape, axis)
 
         mean = running_mean.astype(x.dtype, copy=False)
         invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
         scale = invstd if weight is None else invstd * weight  # (C,)
         shift = -mean * scale if bias is None else bias - mean * scale
-        out = x * _per_channel(scale, x.ndim)
-        out += _per_channel(shift, x.ndim)
+        out = rows * _per_channel(scale, axis)
+        out += _per_channel(shift, axis)
         if self.requires_grad:
-            self.x, self.mean, self.invstd = x, mean, invstd
-        return out
+            self.rows, self.mean, self.invstd = rows, mean, invstd
+        return _restore(out, x.shape, axis)
 
     def backward(self, grad):
-        grad = np.ascontiguousarray(grad)
         if self.training:
             return self._backward_training(grad)
         need_x, need_w, need_b = self.needs_input_grad
-        dy = _as_channel_view(grad)  # (N, C, M)
-        gb = _channel_sum(dy) if need_b else None
+        axis = self.axis
+        dy = _in_layout(grad, self.rows, axis)  # 3-D, laid out as forward's input
+        gb = _channel_sum(dy, axis) if need_b else None
         gw = gx = None
         if need_w:
-            centred = self.x - _per_channel(self.mean, grad.ndim)
-            gw = _channel_dot(dy, _as_channel_view(centred)) * self.invstd
+            centred = self.rows - _per_channel(self.mean, axis)
+            gw = _channel_dot(dy, centred, axis) * self.invstd
         if need_x:
             scale = self.invstd if self.weight is None else self.invstd * self.weight
-            gx = grad * _per_channel(scale, grad.ndim)
+            gx = _restore(dy * _per_channel(scale, axis), grad.shape, axis)
         return gx, gw, gb
 
     def _backward_training(self, grad):
         # dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel,
         # xhat = (centred - residual) * invstd
         need_x, need_w, need_b = self.needs_input_grad
-        centred, residual, invstd = self.centred, self.residual, self.invstd
+        centred, residual, invstd, axis = self.centred, self.residual, self.invstd, self.axis
         self.centred = None  # its buffer becomes dx: backward runs once per graph
-        dy = _as_channel_view(grad)  # (N, C, M)
-        n, _, m = dy.shape
-        count = n * m
-        sum_dy = _channel_sum(dy)
-        sum_dy_xhat = (_channel_dot(dy, _as_channel_view(centred)) - residual * sum_dy) * invstd
+        dy = _in_layout(grad, centred, axis)  # 3-D, laid out as forward's input
+        count = dy.size // dy.shape[axis]
+        sum_dy = _channel_sum(dy, axis)
+        sum_dy_xhat = (_channel_dot(dy, centred, axis) - residual * sum_dy) * invstd
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
         gx = None
@@ -122,10 +142,11 @@ class BatchNorm(Function):
             xhat_coeff = -sum_dy_xhat / count  # dx / k = dy - mean(dy) + xhat_coeff * xhat
             centred_coeff = xhat_coeff * invstd
             gx = centred
-            gx *= _per_channel(centred_coeff, grad.ndim)
-            gx -= _per_channel(centred_coeff * residual + sum_dy / count, grad.ndim)
-            gx += grad
-            gx *= _per_channel(invstd if self.weight is None else invstd * self.weight, grad.ndim)
+            gx *= _per_channel(centred_coeff, axis)
+            gx -= _per_channel(centred_coeff * residual + sum_dy / count, axis)
+            gx += dy
+            gx *= _per_channel(invstd if self.weight is None else invstd * self.weight, axis)
+            gx = _restore(gx, grad.shape, axis)
         return gx, gw, gb
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from .conv import check_input, col2im, pair, out_length, window_views
+from .conv import (as_chwn, check_input, chwn_view, col2im, from_chwn, out_length, pair,
+                   window_views)
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -113,39 +114,53 @@ class MaxPool2dTiled(Function):
     """MaxPool2d for windows that tile the input, in two separable stages of reshapes.
 
     Stage 1 takes the maximum of each window row segment: the KW columns of
-    x.reshape(-1, KW) are 1-D strided views with no short inner runs. Stage 2 takes the
+    x.reshape(-1, KW, inner) are strided views with no short inner runs. Stage 2 takes the
     maximum over the KH segment maxima of each window. The first maximum in row-major
     window order is the first maximal row, then the first maximal column in it, so
     keeping each stage's first argmax reproduces PyTorch's tie rule. ~1.6x faster than
     the general path, whose KH*KW views move runs of only OW values.
+
+    It works in the input's memory order: (N, C, H, W), or conv2d's (C, H, W, N) (see
+    conv.py), where every value above is a run of N (`inner`) contiguous values and the
+    output keeps that order.
     """
 
     def forward(self, x, kernel=(2, 2)):
         batch, channels, height, width = x.shape
         kh, kw = kernel
-        segments = x.reshape(-1, kw)  # (N*C*H*OW, KW): one window row segment per line
+        chwn = chwn_view(x) if batch > 1 else None
+        a, inner = (x, 1) if chwn is None else (chwn, batch)
+        # (N*C*H*OW, KW, 1) or (C*H*OW, KW, N): one window row segment per line
+        segments = a.reshape(-1, kw, inner)
         segment_views = [segments[:, j] for j in range(kw)]
-        segment_max = _running_max(segment_views)  # (N*C*H*OW,)
-        rows = segment_max.reshape(-1, kh, width // kw)  # (N*C*OH, KH, OW)
+        segment_max = _running_max(segment_views)  # (segments, inner)
+        # (N*C*OH, KH, OW) or (C*OH, KH, OW*N)
+        rows = segment_max.reshape(-1, kh, (width // kw) * inner)
         row_views = [rows[:, i] for i in range(kh)]
-        out = _running_max(row_views)  # (N*C*OH, OW)
+        out = _running_max(row_views)
         if self.requires_grad:
-            self.column = _first_argmax(segment_views, segment_max)  # (N*C*H*OW,)
-            self.row = _first_argmax(row_views, out)  # (N*C*OH, OW)
-            self.kernel, self.in_shape = kernel, x.shape
-        return out.reshape(batch, channels, height // kh, width // kw)
+            self.column = _first_argmax(segment_views, segment_max)
+            self.row = _first_argmax(row_views, out)
+            self.kernel, self.in_shape, self.chwn = kernel, x.shape, chwn is not None
+        if chwn is None:
+            return out.reshape(batch, channels, height // kh, width // kw)
+        return from_chwn(out.reshape(channels, height // kh, width // kw, batch))
 
     def backward(self, grad):
         kh, kw = self.kernel
-        grad = grad.reshape(self.row.shape)  # (N*C*OH, OW)
+        grad = as_chwn(grad) if self.chwn else np.ascontiguousarray(grad)  # forward's order
+        grad = grad.reshape(self.row.shape)
         d_rows = np.empty((grad.shape[0], kh, grad.shape[1]), dtype=grad.dtype)
         for i in range(kh):
             np.multiply(grad, self.row == i, out=d_rows[:, i])
-        d_rows = d_rows.reshape(-1)  # (N*C*H*OW,): one value per window row segment
-        d_segments = np.empty((d_rows.size, kw), dtype=grad.dtype)
+        d_rows = d_rows.reshape(self.column.shape)  # one value per window row segment
+        d_segments = np.empty((d_rows.shape[0], kw, d_rows.shape[1]), dtype=grad.dtype)
         for j in range(kw):
             np.multiply(d_rows, self.column == j, out=d_segments[:, j])
-        return (d_segments.reshape(self.in_shape),)
+        if not self.chwn:
+            return (d_segments.reshape(self.in_shape),)
+        batch, channels, height, width = self.in_shape
+        return (from_chwn(d_segments.reshape(channels, height, width, batch)),)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
