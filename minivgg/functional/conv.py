@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from .malloc import keep_freed_memory
 
 __all__ = ["conv2d"]
 
@@ -278,4 +279,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
             f"conv2d: kernel {kernel} is larger than the padded input {padded} (input shape "
             f"{tuple(x.shape)}, padding {padding!r}); use a smaller kernel, more padding or "
             f"a larger input")
+    # im2col buffers and activations are megabytes, allocated and freed every step: from
+    # the first convolution on, keep freed memory for the next step (see malloc.py).
+    keep_freed_memory()
     return Conv2d.apply(x, weight, bias, stride=stride, padding=pads)

@@ -1,0 +1,46 @@
+"""Keep freed memory in the process: glibc malloc settings for a training loop.
+
+A training step allocates and frees the same few hundred arrays every step, many of them
+megabytes. With glibc's defaults the largest are mmapped fresh every time and the heap's
+free top is trimmed back to the system, so every step (or every other step) page-faults
+its working set in again: ~13,000 faults per step for mnist_8k_a at batch 128 (65 ms
+steps instead of 43), ~10 ms per 75 MB im2col buffer of minivggnet at batch 64. Serving
+every allocation from the heap (M_MMAP_MAX = 0) and never trimming it (M_TRIM_THRESHOLD)
+lets each step reuse the previous step's pages. Peak memory measured the same within 2%
+(the same arrays are live at the peak); the process keeps its peak heap until it exits.
+
+Applied once per process, when the first conv2d runs (importing minivgg changes nothing),
+and only on glibc; it changes the allocator of the whole process. Set
+MINIVGG_MALLOC=default to leave glibc's settings alone; any MALLOC_*_ tuning variable in
+the environment is respected as well (then nothing is changed).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+
+# from glibc's malloc.h
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+KEEP_BYTES = 2**31 - 1  # the largest value mallopt's int argument takes: never trim
+
+_ENVIRONMENT_TUNING = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+                       "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX")
+
+
+@functools.lru_cache(maxsize=None)  # once per process: later calls return the first answer
+def keep_freed_memory() -> bool:
+    """Set glibc's malloc to serve and keep everything on the heap; True if it was set."""
+    if os.environ.get("MINIVGG_MALLOC") == "default":
+        return False
+    if any(name in os.environ for name in _ENVIRONMENT_TUNING):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (macOS, musl, Windows): nothing to tune
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_BYTES))
