@@ -57,12 +57,77 @@ def _per_channel(v: np.ndarray, axis: int) -> np.ndarray:
     return v.reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
 
 
+# (C, H*W, N) views are processed a group of channels at a time: a group's statistics
+# need only its own values, so each block is read from memory once and its further passes
+# (centre, residual, variance, scale, shift; the same in backward) run in the core's cache.
+BLOCK_BYTES = 1024 * 1024
+
+
+def _blocks(rows: np.ndarray, axis: int) -> list:
+    """Slices of rows' first axis to process in turn: channel groups of about BLOCK_BYTES
+    when the channel axis is first, else the whole array at once."""
+    if axis != 0:
+        return [slice(None)]
+    step = max(1, BLOCK_BYTES // max(rows[0].nbytes, 1))
+    return [slice(c, c + step) for c in range(0, rows.shape[0], step)]
+
+
+def _normalise(rows, out, weight, bias, axis: int, eps: float) -> tuple:
+    """Training-mode batch norm of one block into out; returns the block's (first-pass
+    mean, mean, biased var, residual, invstd), each (C,)."""
+    count = rows.size // rows.shape[axis]
+    first_mean = _channel_sum(rows, axis) / count
+    centred = np.subtract(rows, _per_channel(first_mean, axis), out=out)
+    # Corrected two-pass variance (Chan, Golub & LeVeque): the rounding error of the
+    # float32 mean leaves a small residual mean in `centred`; measuring it and folding it
+    # into mean, var and the gradients keeps channels whose mean is far from zero accurate
+    # without another pass over `centred`.
+    residual = _channel_sum(centred, axis) / count
+    var = _channel_dot(centred, centred, axis) / count
+    var = np.maximum(var - residual * residual, 0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    scale = invstd if weight is None else invstd * weight
+    shift = -residual * scale if bias is None else bias - residual * scale
+    out *= _per_channel(scale, axis)
+    out += _per_channel(shift, axis)
+    return first_mean, first_mean + residual, var, residual, invstd
+
+
+def _normalise_backward(dy, rows, first_mean, residual, invstd, weight, axis: int, gx,
+                        need_x: bool):
+    """Training-mode gradients of one block: returns (sum dy, sum dy * xhat), each (C,),
+    and when need_x writes dx into gx (always its scratch space).
+
+    dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel,
+    xhat = (centred - residual) * invstd, centred = rows - first_mean as in forward.
+    """
+    count = dy.size // dy.shape[axis]
+    centred = np.subtract(rows, _per_channel(first_mean, axis), out=gx)
+    sum_dy = _channel_sum(dy, axis)
+    sum_dy_xhat = (_channel_dot(dy, centred, axis) - residual * sum_dy) * invstd
+    if need_x:
+        xhat_coeff = -sum_dy_xhat / count  # dx / k = dy - mean(dy) + xhat_coeff * xhat
+        centred_coeff = xhat_coeff * invstd
+        gx *= _per_channel(centred_coeff, axis)
+        gx -= _per_channel(centred_coeff * residual + sum_dy / count, axis)
+        gx += dy
+        gx *= _per_channel(invstd if weight is None else invstd * weight, axis)
+    return sum_dy, sum_dy_xhat
+
+
+def _part(v, block: slice):
+    """The block's entries of a per-channel vector (or None)."""
+    return None if v is None else v[block]
+
+
 class BatchNorm(Function):
     """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel (axis 1).
 
     Training normalises with the batch statistics (biased variance) and updates the
     running statistics in place (unbiased variance), as PyTorch does; eval normalises
-    with the running statistics.
+    with the running statistics. Backward recomputes x - mean from x (kept anyway when a
+    ReLU comes before) rather than keeping it: one activation less in memory, and the
+    recomputation runs in cache, block by block.
     """
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
@@ -70,41 +135,32 @@ class BatchNorm(Function):
         rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
         self.training, self.weight, self.axis = training, weight, axis
         if training:
-            count = rows.size // rows.shape[axis]
-            mean = _channel_sum(rows, axis) / count  # (C,)
-            centred = rows - _per_channel(mean, axis)
-            # Corrected two-pass variance (Chan, Golub & LeVeque): the rounding error of the
-            # float32 mean leaves a small residual mean in `centred`; measuring it and
-            # folding it into mean, var and the gradients keeps channels whose mean is far
-            # from zero accurate without another pass over `centred`.
-            residual = _channel_sum(centred, axis) / count  # (C,)
-            var = _channel_dot(centred, centred, axis) / count
-            var = np.maximum(var - residual * residual, 0)  # biased, used to normalise
-            mean += residual
-            invstd = 1.0 / np.sqrt(var + eps)
+            channels = rows.shape[axis]
+            out = np.empty_like(rows)
+            first_mean, mean, var, residual, invstd = (np.empty(channels, rows.dtype)
+                                                       for _ in range(5))
+            for b in _blocks(rows, axis):
+                first_mean[b], mean[b], var[b], residual[b], invstd[b] = _normalise(
+                    rows[b], out[b], _part(weight, b), _part(bias, b), axis, eps)
+            count = rows.size // channels
             if running_mean is not None:
                 running_mean[...] = momentum * mean + (1 - momentum) * running_mean
             if running_var is not None:
                 unbiased = var * (count / (count - 1))
                 running_var[...] = momentum * unbiased + (1 - momentum) * running_var
-            scale = invstd if weight is None else invstd * weight  # (C,)
-            shift = -residual * scale if bias is None else bias - residual * scale
             if self.requires_grad:
-                # backward writes dx into centred's buffer
-                self.centred, self.residual, self.invstd = centred, residual, invstd
-                out = centred * _per_channel(scale, axis)
-            else:
-                out = centred
-                out *= _per_channel(scale, axis)
-            out += _per_channel(shift, axis)
+                self.rows, self.first_mean, self.residual, self.invstd = (
+                    rows, first_mean, residual, invstd)
             return _restore(out, x.shape, axis)
 
         mean = running_mean.astype(x.dtype, copy=False)
         invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
         scale = invstd if weight is None else invstd * weight  # (C,)
         shift = -mean * scale if bias is None else bias - mean * scale
-        out = rows * _per_channel(scale, axis)
-        out += _per_channel(shift, axis)
+        out = np.empty_like(rows)
+        for b in _blocks(rows, axis):
+            np.multiply(rows[b], _per_channel(scale[b], axis), out=out[b])
+            out[b] += _per_channel(shift[b], axis)
         if self.requires_grad:
             self.rows, self.mean, self.invstd = rows, mean, invstd
         return _restore(out, x.shape, axis)
@@ -126,28 +182,19 @@ class BatchNorm(Function):
         return gx, gw, gb
 
     def _backward_training(self, grad):
-        # dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel,
-        # xhat = (centred - residual) * invstd
         need_x, need_w, need_b = self.needs_input_grad
-        centred, residual, invstd, axis = self.centred, self.residual, self.invstd, self.axis
-        self.centred = None  # its buffer becomes dx: backward runs once per graph
-        dy = _in_layout(grad, centred, axis)  # 3-D, laid out as forward's input
-        count = dy.size // dy.shape[axis]
-        sum_dy = _channel_sum(dy, axis)
-        sum_dy_xhat = (_channel_dot(dy, centred, axis) - residual * sum_dy) * invstd
+        rows, axis = self.rows, self.axis
+        dy = _in_layout(grad, rows, axis)  # 3-D, laid out as forward's input
+        channels = dy.shape[axis]
+        sum_dy, sum_dy_xhat = np.empty(channels, dy.dtype), np.empty(channels, dy.dtype)
+        gx = np.empty_like(rows)  # also the scratch for x - mean when dx is not needed
+        for b in _blocks(dy, axis):
+            sum_dy[b], sum_dy_xhat[b] = _normalise_backward(
+                dy[b], rows[b], self.first_mean[b], self.residual[b], self.invstd[b],
+                _part(self.weight, b), axis, gx[b], need_x)
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
-        gx = None
-        if need_x:
-            xhat_coeff = -sum_dy_xhat / count  # dx / k = dy - mean(dy) + xhat_coeff * xhat
-            centred_coeff = xhat_coeff * invstd
-            gx = centred
-            gx *= _per_channel(centred_coeff, axis)
-            gx -= _per_channel(centred_coeff * residual + sum_dy / count, axis)
-            gx += dy
-            gx *= _per_channel(invstd if self.weight is None else invstd * self.weight, axis)
-            gx = _restore(gx, grad.shape, axis)
-        return gx, gw, gb
+        return (_restore(gx, grad.shape, axis) if need_x else None), gw, gb
 
 
 def _stat_array(op: str, name: str, stat, channels: int, x_shape) -> np.ndarray | None:
