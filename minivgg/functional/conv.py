@@ -75,13 +75,33 @@ def window_views(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
     return views
 
 
+# im2col and col2im go through axis 0 (channels in conv2d's (C, H, W, N) layout, samples
+# in pooling's NCHW) a block of about BLOCK_BYTES at a time, so that all KH*KW taps of a
+# block read (im2col) or accumulate into (col2im) memory that stays in the core's cache;
+# a whole-array pass per tap streams it from memory KH*KW times. 3x3 taps, 1.4-1.8x
+# faster for im2col (minivggnet's 32 -> 32 layer at batch 64: 7.1 -> 3.9 ms) and 1.1-1.4x
+# for col2im.
+BLOCK_BYTES = 512 * 1024
+
+
+def _blocks(shape: tuple, itemsize: int, axes: tuple) -> list:
+    """Slices of axis 0 of an array of `shape` covering about BLOCK_BYTES each (the whole
+    array when axis 0 is one of the spatial `axes`)."""
+    if 0 in [axis % len(shape) for axis in axes]:
+        return [slice(None)]
+    per_row = itemsize * int(np.prod(shape[1:]))
+    step = max(1, BLOCK_BYTES // max(per_row, 1))
+    return [slice(start, start + step) for start in range(0, shape[0], step)]
+
+
 def im2col(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
            axes: tuple = (-2, -1)) -> np.ndarray:
     """(..., H, ..., W, ...) -> (KH*KW, ..., OH, ..., OW, ...): one copy per kernel tap."""
     views = window_views(a, kernel, stride, out_hw, axes)
     cols = np.empty((len(views),) + views[0].shape, dtype=a.dtype)
-    for k, view in enumerate(views):
-        cols[k] = view
+    for block in _blocks(a.shape, a.itemsize, axes):
+        for k, view in enumerate(views):
+            cols[k, block] = view[block]
     return cols
 
 
@@ -89,20 +109,28 @@ def col2im(slabs, shape: tuple, dtype, kernel: tuple, stride: tuple, out_hw: tup
            axes: tuple = (-2, -1)) -> np.ndarray:
     """The adjoint of im2col: add each tap's (..., OH, ..., OW, ...) slab back into `shape`.
 
-    `slabs` yields one slab per tap in tap order: a (KH*KW, ...) array, or a generator
-    that computes each slab on demand so the taps are never all in memory at once. When
-    the windows tile `shape` exactly (stride == kernel, sizes divisible) every element is
-    written once, so slabs are assigned into uninitialised memory instead of summed into zeros.
+    `slabs` yields one slab per tap in tap order: a (KH*KW, ...) array or a list, or a
+    generator that computes each slab on demand so the taps are never all in memory at
+    once (then the whole array is one block). When the windows tile `shape` exactly
+    (stride == kernel, sizes divisible) every element is written once, so slabs are
+    assigned instead of summed into zeros.
     """
     tiles = (tuple(stride) == tuple(kernel)
              and out_hw[0] * kernel[0] == shape[axes[0]]
              and out_hw[1] * kernel[1] == shape[axes[1]])
-    out = np.empty(shape, dtype) if tiles else np.zeros(shape, dtype)
-    for view, slab in zip(window_views(out, kernel, stride, out_hw, axes), slabs):
-        if tiles:
-            view[...] = slab
-        else:
-            view += slab
+    out = np.empty(shape, dtype)
+    views = window_views(out, kernel, stride, out_hw, axes)
+    blocks = (_blocks(shape, out.itemsize, axes)
+              if isinstance(slabs, (np.ndarray, list, tuple)) else [slice(None)])
+    for block in blocks:
+        if not tiles:
+            out[block] = 0
+        for view, slab in zip(views, slabs):
+            target = view[block]
+            if tiles:
+                target[...] = slab[block]
+            else:
+                target += slab[block]
     return out
 
 
