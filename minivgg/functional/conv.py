@@ -235,7 +235,7 @@ class Conv2d(Function):
         gb = g.sum(axis=1) if need_b else None
         gw = None
         if need_w:
-            gw = (self.cols @ g.T).T  # (O, KH*KW*C); this operand order is the faster GEMM
+            gw = _weight_grad(self.cols, g)  # (O, KH*KW*C)
             gw = gw.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2).copy()
         gx = None
         if need_x:
@@ -251,6 +251,25 @@ class Conv2d(Function):
                 dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
             gx = from_chwn(dxp)
         return gx, gw, gb
+
+
+def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """dW = g @ cols.T for cols (K, P) and g (O, P): (O, K), as a transposed view.
+
+    cols @ g.T is the faster operand order on every shape measured. With few rows (a first
+    layer's K = KH*KW*C of 9 or 25) OpenBLAS runs this long, thin product at a third of its
+    rate on wider ones; as a batch of 64 products over slices of P, summed, it does not
+    (mnist's 1 -> 6 channel 3x3 layer at batch 128: 0.82 -> 0.21 ms; lenet5's 5x5: 1.54 ->
+    0.56).
+    """
+    rows, positions = cols.shape
+    batches = 64
+    if rows > 32 or positions % batches:
+        return (cols @ g.T).T
+    span = positions // batches
+    cols_batches = cols.reshape(rows, batches, span).transpose(1, 0, 2)  # (B, K, P/B)
+    g_batches = g.reshape(g.shape[0], batches, span).transpose(1, 2, 0)  # (B, P/B, O)
+    return np.matmul(cols_batches, g_batches).sum(axis=0).T
 
 
 def _padded_chwn(x: np.ndarray, padding: tuple) -> np.ndarray:

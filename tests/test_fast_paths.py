@@ -1,0 +1,89 @@
+"""The paths conv2d, pooling and batch_norm take only for larger arrays, on small ones.
+
+im2col, col2im and batch_norm work through blocks of ~BLOCK_BYTES (one block for the
+small arrays of the other tests), and conv2d's weight gradient for few input rows is a
+batch of products over slices of the positions (only when their count divides evenly).
+Here the blocks are shrunk to one row or channel, and the shapes chosen to take the
+batched product, so every such path is checked against a gradient check and against the
+whole-array path.
+"""
+import numpy as np
+import pytest
+
+import minivgg
+import minivgg.functional as F
+from minivgg.functional import conv, norm
+from conftest import gradcheck
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
+
+
+def _outputs_and_grads(fn, *arrays):
+    tensors = [minivgg.Tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*tensors)
+    out.backward(np.random.default_rng(9).standard_normal(out.shape).astype(out.dtype))
+    return [out.data] + [t.grad for t in tensors]
+
+
+def _zoo_block(x, w, bn_w, bn_b, w2):
+    """Conv (padded) -> ReLU -> BN -> MaxPool (tiled) -> Conv -> AvgPool (overlapping)."""
+    h = F.relu(F.conv2d(x, w, padding=1))
+    h = F.batch_norm(h, None, None, bn_w, bn_b, training=True)
+    h = F.conv2d(F.max_pool2d(h, 2), w2)
+    return F.avg_pool2d(h, 2, stride=1)
+
+
+def _zoo_block_arrays(dtype):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(dtype)
+            for shape in [(3, 2, 6, 6), (4, 2, 3, 3), (4,), (4,), (3, 4, 2, 2)]]
+
+
+def test_one_row_blocks_gradcheck(tiny_blocks):
+    gradcheck(_zoo_block, *_zoo_block_arrays(np.float64))
+
+
+def test_one_row_blocks_equal_whole_arrays(monkeypatch):
+    arrays = _zoo_block_arrays(np.float32)
+    whole = _outputs_and_grads(_zoo_block, *arrays)
+    monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
+    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
+    blocked = _outputs_and_grads(_zoo_block, *arrays)
+    for a, b in zip(blocked, whole):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_batch_norm_eval_in_blocks_equals_whole(monkeypatch):
+    x = conv.from_chwn(np.random.default_rng(1).standard_normal((3, 4, 4, 5)).astype(np.float32))
+    mean, var = np.arange(3, dtype=np.float32), np.full(3, 2.0, np.float32)
+    whole = F.batch_norm(x, mean, var, training=False).data
+    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
+    np.testing.assert_allclose(F.batch_norm(x, mean, var, training=False).data, whole,
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_batched_weight_gradient_of_a_first_layer(torch):
+    """1 input channel, 3x3: K = 9 rows, and 4 * 8 * 8 = 256 positions, a multiple of 64."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 1, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    cols = rng.standard_normal((9, 256)).astype(np.float32)
+    g = rng.standard_normal((6, 256)).astype(np.float32)
+    np.testing.assert_allclose(conv._weight_grad(cols, g), g @ cols.T, rtol=1e-5, atol=1e-5)
+    ours = _outputs_and_grads(lambda x, w: F.conv2d(x, w), x, w)
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    out = torch.nn.functional.conv2d(xt, wt)
+    out.backward(torch.tensor(np.random.default_rng(9).standard_normal(out.shape)
+                              .astype(np.float32)))
+    np.testing.assert_allclose(ours[0], out.detach().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours[2], wt.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_batched_weight_gradient_gradcheck():
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((4, 1, 6, 6)), rng.standard_normal((2, 1, 3, 3))  # 64 positions
+    gradcheck(lambda x, w: F.conv2d(x, w), x, w)
