@@ -5,7 +5,7 @@ small arrays of the other tests), and conv2d's weight gradient for few input row
 batch of products over slices of the positions (only when their count divides evenly).
 Here the blocks are shrunk to one row or channel, and the shapes chosen to take the
 batched product, so every such path is checked against a gradient check and against the
-whole-array path.
+whole-array path. ELU and LeakyReLU select branch-free: exactly the two-branch values.
 """
 import numpy as np
 import pytest
@@ -87,3 +87,34 @@ def test_batched_weight_gradient_gradcheck():
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((4, 1, 6, 6)), rng.standard_normal((2, 1, 3, 3))  # 64 positions
     gradcheck(lambda x, w: F.conv2d(x, w), x, w)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.7, 2.5, -0.5])
+def test_branch_free_elu_and_leaky_relu_equal_their_definitions(alpha):
+    """ELU and LeakyReLU select branch-free (np.where mispredicts a branch per element);
+    the values and slopes must be exactly those of the two-branch definitions."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal(1000) * 5, [0.0, -0.0, np.inf, -np.inf, 1e-30,
+                                                       -1e-30, -80.0, 80.0]]).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    a = np.float32(alpha)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cases = [
+            (lambda t: F.elu(t, alpha=alpha),
+             np.where(x > 0, x, a * np.expm1(np.minimum(x, 0))),
+             np.where(x > 0, g, g * (a * np.exp(np.minimum(x, 0))))),
+            (lambda t: F.leaky_relu(t, negative_slope=alpha),
+             np.where(x > 0, x, x * a), np.where(x > 0, g, g * a)),
+        ]
+    for op, value, slope in cases:
+        out, gx = _outputs_and_grads_with(op, x, g)
+        assert out.dtype == np.float32 and gx.dtype == np.float32
+        np.testing.assert_array_equal(out, value)
+        np.testing.assert_array_equal(gx, slope)
+
+
+def _outputs_and_grads_with(op, x, grad):
+    xt = minivgg.Tensor(x, requires_grad=True)
+    out = op(xt)
+    out.backward(grad)
+    return out.data, xt.grad
