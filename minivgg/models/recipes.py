@@ -137,6 +137,12 @@ _RECIPES = [
            source="ours", optimizer="sgd", lr=0.08, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.08, pct_start=0.25, batch_size=128, epochs=15,
            label_smoothing=0.05, ema=0.999, augment=MNIST_AFFINE),
+    Recipe("mnist_8k_plus", "mnist_8k_b", "mnist",
+           "ours: mnist_8k_b (7,936 params) with Nesterov OneCycle, rotation + affine, label smoothing, "
+           "weight EMA",
+           source="ours", optimizer="sgd", lr=0.08, momentum=0.9, nesterov=True,
+           schedule="onecycle", max_lr=0.08, pct_start=0.25, batch_size=128, epochs=15,
+           label_smoothing=0.05, ema=0.999, augment=MNIST_AFFINE),
     Recipe("fashion_plus", "minivgg_fashion", "fashion-mnist",
            "ours: mini VGG with crop + flip, Nesterov OneCycle, label smoothing, flip TTA",
            source="ours", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
