@@ -20,6 +20,7 @@ import dataclasses
 import datetime as _dt
 import difflib
 import json
+import hashlib
 import os
 import platform
 import re
@@ -141,7 +142,11 @@ def recipe_changes(recipe: Recipe) -> dict:
 
 def _slug(changes: dict) -> str:
     text = "_".join(f"{k}{json.dumps(v, separators=(',', ':'))}" for k, v in sorted(changes.items()))
-    return re.sub(r"[^A-Za-z0-9._]+", "", text)[:60]
+    slug = re.sub(r"[^A-Za-z0-9._]+", "", text)
+    if len(slug) <= 60:
+        return slug
+    # cut, with a digest of the whole so that changes differing only after the cut stay apart
+    return slug[:51] + "." + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def result_name(recipe: Recipe) -> str:

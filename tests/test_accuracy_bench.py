@@ -326,3 +326,11 @@ def test_real_smoke_run(tmp_path):
     assert 0.0 < rec["final_test_acc"] <= 1.0 and rec["num_parameters"] == 94_474
     assert len(rec["train_loss_by_iteration"]["loss"]) == 5
     assert "BENCHMARKS.md left as it is" in proc.stdout
+
+
+def test_result_names_of_long_changes_stay_distinct():
+    affine = [{"name": "RandomAffine", "degrees": 7.0, "translate": [0.1, 0.1], "scale": [0.95, 1.05]}]
+    a = bench._slug({"augment": affine, "val_fraction": 0.1})
+    b = bench._slug({"augment": affine, "max_lr": 0.1, "val_fraction": 0.1})
+    assert a != b and len(a) <= 60 and len(b) <= 60
+    assert bench._slug({"epochs": 2}) == "epochs2"
