@@ -83,7 +83,6 @@ class Recipe:
         return cls(**d)
 
 
-MNIST_ROTATE = ({"name": "RandomRotation", "degrees": 7.0},)
 # one resampling for rotation, shift and scale together (rotate-then-affine would blur twice)
 MNIST_AFFINE = ({"name": "RandomAffine", "degrees": 7.0, "translate": (0.1, 0.1), "scale": (0.95, 1.05)},)
 CIFAR_CROP_FLIP = ({"name": "RandomCrop", "size": 32, "padding": 4},
@@ -112,11 +111,15 @@ _RECIPES = [
     Recipe("mnist_8k_b", "mnist_8k_b", "mnist", "7,936 params, SGD 0.01 momentum 0.1, 15 epochs",
            source="seeds/002 model 2", published=0.989, optimizer="sgd", lr=0.01, momentum=0.1,
            batch_size=64, epochs=15),
+    # The write-up names OneCycle and "image augmentation" but neither the peak LR nor the
+    # transforms. Rotation alone with max 0.05 overfitted (train 99.7%, test 99.2%); the peak LR
+    # and augmentation here were chosen among four candidates by validation accuracy (a 10%
+    # split of the training set, 2 seeds each), never by test accuracy: BENCHMARKS.md lists them.
     Recipe("mnist_5k", "mnist_5k", "mnist",
-           "5,178 params, SGD + OneCycle (max 0.05), rotation augmentation, 15 epochs",
-           source="seeds/002 model 3", published=0.994, optimizer="sgd", lr=0.05, momentum=0.9,
-           nesterov=True, schedule="onecycle", max_lr=0.05, pct_start=0.2, batch_size=64,
-           epochs=15, augment=MNIST_ROTATE),
+           "5,178 params, SGD + OneCycle (max 0.1), rotation + affine augmentation, 15 epochs",
+           source="seeds/002 model 3", published=0.994, optimizer="sgd", lr=0.1, momentum=0.9,
+           nesterov=True, schedule="onecycle", max_lr=0.1, pct_start=0.2, batch_size=64,
+           epochs=15, augment=MNIST_AFFINE),
     # --- seeds/004: MNIST under 20,000 parameters, 12 epochs ------------------------------------
     Recipe("mnist_20k", "mnist_20k", "mnist",
            "~9.4k params, SGD 0.01 momentum 0.9, StepLR, rotation + affine, batch 64, 12 epochs",
