@@ -496,17 +496,45 @@ def _separator(header: str) -> str:
     return "|" + "---|" * (header.count("|") - 1)
 
 
+def _last3_mean(history: list, key: str):
+    values = [row.get(key) for row in history[-3:]]
+    return statistics.fmean(values) if len(values) == 3 and None not in values else None
+
+
 def other_runs_table(records: list) -> list:
     if not records:
         return []
     lines = ["### Other runs (recipe changed with --set: not counted against any target)", "",
-             "| file | recipe | changes | trained | final test acc | time |", "|---|---|---|---|---|---|"]
+             "Runs with a validation split (val_fraction) show its accuracy: that, never the test "
+             "accuracy, is what chooses between such runs.", "",
+             "| file | recipe | changes | trained | val acc, mean of last 3 | final test acc | time |",
+             "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: r["_file"]):
         changes = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted((r.get("changes") or {}).items()))
         trained = (f"{r.get('iterations')} iters" if r.get("unit") == "iterations"
                    else f"{r.get('epochs_run')} epochs")
+        val = _last3_mean(r.get("history") or [], "val_acc")
         lines.append(f"| {r['_file']} | {r.get('recipe')} | {changes or '–'} | {trained} | "
+                     f"{_acc(val) if val is not None else '–'} | "
                      f"{_acc(r.get('final_test_acc'))} | {format_duration(r.get('wall_time_s'))} |")
+    return lines + [""]
+
+
+def machines_list(records: list) -> list:
+    """Which machine ran which results: times and img/s are only comparable within one."""
+    by_machine: dict = {}
+    for r in records:
+        m = r.get("machine") or {}
+        threads = (m.get("threads") or {}).get("OPENBLAS_NUM_THREADS", "default")
+        key = (m.get("cpu") or "unknown CPU", m.get("cpu_count"))
+        by_machine.setdefault(key, {}).setdefault(threads, []).append(r["_file"].removesuffix(".json"))
+    if not by_machine:
+        return []
+    lines = ["### Machines", ""]
+    for (cpu, count), by_threads in sorted(by_machine.items(), key=lambda kv: str(kv[0])):
+        for threads, files in sorted(by_threads.items()):
+            lines.append(f"- {cpu}, {count} CPUs, {threads} BLAS thread(s): {len(files)} runs "
+                         f"({', '.join(sorted(files))})")
     return lines + [""]
 
 
@@ -534,6 +562,7 @@ def render_section(results_dir: Path = RESULTS_DIR, md_path: Path = BENCHMARKS_M
     for group in GROUPS:
         lines += group_table(group, by_key, md_path, results_dir)
     lines += other_runs_table(others)
+    lines += machines_list(records)
     return "\n".join(lines).rstrip() + "\n"
 
 
