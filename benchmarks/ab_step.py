@@ -2,6 +2,7 @@
 
     python benchmarks/ab_step.py minivggnet 64                   # HEAD against the working tree
     python benchmarks/ab_step.py mnist_8k_a 512 --a HEAD~3 --b HEAD --rounds 9
+    python benchmarks/ab_step.py mnist_5k 128 --b /tmp/experiment     # a copy with a change
 
 Each version runs in its own child process (a git worktree under the system temp folder
 for a revision, the checkout itself for the working tree), so both get a fresh allocator
@@ -45,9 +46,12 @@ print(json.dumps({"ms": 1000 * statistics.median(times), "package": minivgg.__fi
 
 
 def tree_for(rev: str) -> Path:
-    """The checkout for the working tree, else a detached worktree at `rev` (made once)."""
+    """The checkout for the working tree, a directory holding a minivgg package as it is,
+    else a detached worktree at `rev` (made once)."""
     if rev == WORKING_TREE:
         return ROOT
+    if (Path(rev) / "minivgg" / "__init__.py").is_file():
+        return Path(rev).resolve()
     sha = subprocess.run(["git", "rev-parse", "--verify", rev + "^{commit}"], cwd=ROOT,
                          capture_output=True, text=True)
     if sha.returncode != 0:
@@ -74,7 +78,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
     p.add_argument("batch", type=int)
-    p.add_argument("--a", default="HEAD", help="revision A (default HEAD; '.' = working tree)")
+    p.add_argument("--a", default="HEAD", help="revision A (default HEAD; '.' = the working tree; or a directory "
+                   "holding a minivgg package)")
     p.add_argument("--b", default=WORKING_TREE, help="revision B (default: the working tree)")
     p.add_argument("--rounds", type=int, default=5, help="A/B block pairs (default 5)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per block (default 10)")

@@ -10,6 +10,16 @@ from minivgg.functional import conv as conv_module
 from conftest import gradcheck
 
 
+@pytest.fixture(params=["im2col", "rows"])
+def path(request, monkeypatch):
+    """Run a test through each conv2d algorithm: im2col + one GEMM, or the row GEMMs
+    (which production uses for stride 1 and KW * C >= ROW_GEMM_MIN_K)."""
+    threshold = 0 if request.param == "rows" else 10 ** 9
+    monkeypatch.setattr(conv_module, "ROW_GEMM_MIN_K", threshold)
+    monkeypatch.setattr(conv_module, "ROW_GEMM_MIN_OH", 0)
+    return request.param
+
+
 def _grid():
     for kernel, padding, stride, bias in itertools.product(
             (1, 2, 3, 5), (0, 1, 2, "same", "valid"), (1, 2), (True, False)):
@@ -19,7 +29,7 @@ def _grid():
 
 
 @pytest.mark.parametrize("kernel, padding, stride, bias", list(_grid()))
-def test_conv2d_gradcheck_grid(kernel, padding, stride, bias):
+def test_conv2d_gradcheck_grid(kernel, padding, stride, bias, path):
     rng = np.random.default_rng(kernel * 100 + stride)
     x = rng.standard_normal((2, 2, 5, 6))  # non-square
     w = rng.standard_normal((3, 2, kernel, kernel))
@@ -35,7 +45,7 @@ def test_conv2d_gradcheck_grid(kernel, padding, stride, bias):
     ((3, 1), (2, 1), (0, 2)),
     ((2, 4), 1, "same"),
 ])
-def test_conv2d_gradcheck_non_square_kernel_and_stride(kernel, stride, padding):
+def test_conv2d_gradcheck_non_square_kernel_and_stride(kernel, stride, padding, path):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 6, 5))
     w = rng.standard_normal((2, 3) + kernel)
@@ -86,7 +96,7 @@ PARITY_CASES = [
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", PARITY_CASES)
-def test_conv2d_matches_torch_float32(torch, x_shape, w_shape, stride, padding):
+def test_conv2d_matches_torch_float32(torch, x_shape, w_shape, stride, padding, path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(x_shape, dtype=np.float32)
     w = rng.standard_normal(w_shape, dtype=np.float32)
@@ -102,7 +112,7 @@ def test_conv2d_matches_torch_float32(torch, x_shape, w_shape, stride, padding):
 
 
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
-def test_conv2d_partial_gradients_match_torch(torch, needs):
+def test_conv2d_partial_gradients_match_torch(torch, needs, path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 4, 9, 8), dtype=np.float32)
     w = rng.standard_normal((5, 4, 3, 3), dtype=np.float32)
@@ -128,6 +138,31 @@ def test_conv2d_skips_input_gradient_when_not_needed(monkeypatch):
     F.conv2d(x, w, padding=1).sum().backward()
     assert w.grad is not None and w.grad.shape == (4, 3, 3, 3)
     assert x.grad is None
+
+
+def test_conv2d_row_gemms_skip_input_gradient_when_not_needed(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("fold_rows ran although the input needs no gradient")
+    monkeypatch.setattr(conv_module, "fold_rows", fail)
+    rng = np.random.default_rng(3)
+    x = minivgg.Tensor(rng.standard_normal((2, 16, 6, 6), dtype=np.float32))
+    w = minivgg.Tensor(rng.standard_normal((4, 16, 3, 3), dtype=np.float32), requires_grad=True)
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert w.grad is not None and x.grad is None
+
+
+@pytest.mark.parametrize("channels, kernel, stride, size, expected", [
+    (8, (3, 3), 1, 6, True), (7, (3, 3), 1, 6, False), (16, (3, 3), 2, 6, False),
+    (16, (3, 3), 1, 5, False),  # 3x3 output: below ROW_GEMM_MIN_OH
+    (64, (1, 1), 1, 6, False), (64, (1, 3), 1, 6, False), (3, (3, 3), 1, 6, False)])
+def test_conv2d_takes_row_gemms_for_wide_stride_one_layers(monkeypatch, channels, kernel,
+                                                           stride, size, expected):
+    calls = []
+    unfold = conv_module.unfold_rows
+    monkeypatch.setattr(conv_module, "unfold_rows", lambda *a: calls.append(1) or unfold(*a))
+    x = np.ones((2, channels, size, size), np.float32)
+    F.conv2d(x, np.ones((4, channels) + kernel, np.float32), stride=stride)
+    assert bool(calls) == expected
 
 
 def test_conv2d_float64_stays_float64_and_no_grad_records_nothing():
