@@ -141,7 +141,7 @@ NOTES: dict[str, str] = {
         "choose peak LR, batch size and length on a validation split, and drop smoothing."),
     "mnist_8k_plus": (
         "Same untuned recipe on mnist_8k_b's 7,936-parameter net: no better than on 5,178 "
-        "parameters, so the recipe, not the capacity, is what falls short here."),
+        "parameters, so the recipe, not the capacity, is what is missing."),
     "mnist_8k_b": (
         "Seeds 0-2 of this row and seeds 1-2 of the rows around it ran 16 at a time on a "
         "borrowed 16-CPU machine (see Machines): their time per run and img/s are not this "
