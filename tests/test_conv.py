@@ -128,27 +128,18 @@ def test_conv2d_partial_gradients_match_torch(torch, needs, path):
             assert ours is None, f"{name} should not be computed"
 
 
-def test_conv2d_skips_input_gradient_when_not_needed(monkeypatch):
+@pytest.mark.parametrize("channels, helper", [(3, "col2im"), (16, "fold_rows")])
+def test_conv2d_skips_input_gradient_when_not_needed(monkeypatch, channels, helper):
     def fail(*args, **kwargs):
-        raise AssertionError("col2im ran although the input needs no gradient")
-    monkeypatch.setattr(conv_module, "col2im", fail)
+        raise AssertionError(f"{helper} ran although the input needs no gradient")
+    monkeypatch.setattr(conv_module, helper, fail)  # 3 channels: im2col; 16: row GEMMs
     rng = np.random.default_rng(3)
-    x = minivgg.Tensor(rng.standard_normal((2, 3, 6, 6), dtype=np.float32))
-    w = minivgg.Tensor(rng.standard_normal((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
+    x = minivgg.Tensor(rng.standard_normal((2, channels, 6, 6), dtype=np.float32))
+    w = minivgg.Tensor(rng.standard_normal((4, channels, 3, 3), dtype=np.float32),
+                       requires_grad=True)
     F.conv2d(x, w, padding=1).sum().backward()
-    assert w.grad is not None and w.grad.shape == (4, 3, 3, 3)
+    assert w.grad is not None and w.grad.shape == (4, channels, 3, 3)
     assert x.grad is None
-
-
-def test_conv2d_row_gemms_skip_input_gradient_when_not_needed(monkeypatch):
-    def fail(*args, **kwargs):
-        raise AssertionError("fold_rows ran although the input needs no gradient")
-    monkeypatch.setattr(conv_module, "fold_rows", fail)
-    rng = np.random.default_rng(3)
-    x = minivgg.Tensor(rng.standard_normal((2, 16, 6, 6), dtype=np.float32))
-    w = minivgg.Tensor(rng.standard_normal((4, 16, 3, 3), dtype=np.float32), requires_grad=True)
-    F.conv2d(x, w, padding=1).sum().backward()
-    assert w.grad is not None and x.grad is None
 
 
 @pytest.mark.parametrize("channels, kernel, stride, size, expected", [
