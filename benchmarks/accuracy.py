@@ -689,6 +689,9 @@ def cmd_run(args, argv) -> int:
 
 
 def main(argv=None) -> int:
+    from minivgg.cli import use_one_line_warnings
+
+    use_one_line_warnings()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:

@@ -315,10 +315,17 @@ def _one_line_warning(message, category, filename, lineno, line=None):
     return f"minivgg: warning: {message}\n"
 
 
-def main(argv=None) -> int:
+def use_one_line_warnings() -> None:
+    """Print warnings as one 'minivgg: warning: ...' line, each distinct message once (a
+    dataset archive read for both splits would otherwise warn twice)."""
     import warnings
 
     warnings.formatwarning = _one_line_warning
+    warnings.simplefilter("once")
+
+
+def main(argv=None) -> int:
+    use_one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
