@@ -1,4 +1,7 @@
-"""2-D convolution as im2col + one GEMM, and the window and layout helpers pooling shares.
+"""2-D convolution as GEMMs over unfolded input, and the window and layout helpers pooling
+shares. Two algorithms: im2col + one GEMM (first layers, strided convs, small maps), and
+row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the wide
+stride-1 layers, which keeps a third of im2col's buffer for backward.
 
 Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
 slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
@@ -197,7 +200,8 @@ class Conv2d(Function):
     out = W (O, KH*KW*C) @ cols is one GEMM over the whole batch, returned over the same
     memory as (N, O, OH, OW). Backward: dW = g @ cols.T and dcols = W.T @ g are one GEMM
     each (dcols reuses the cols buffer), dX = col2im(dcols). cols is kept for dW:
-    recomputing it would cost one more im2col per step.
+    recomputing it would cost one more im2col per step. Layers that `use_row_gemms` take
+    `_forward_rows` / `_backward_rows` instead, the same steps with KH GEMMs on row bands.
     """
 
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)):
