@@ -268,3 +268,20 @@ def test_smoke_run_writes_json_and_section(tmp_path, torch):
     text = markdown.read_text()
     assert text.startswith("before\n") and text.endswith("after\n")
     assert "| mnist_5k | 5,178 | 16 |" in text
+
+
+def test_ab_step_times_two_trees_and_names_a_bad_revision(tmp_path):
+    # a directory holding a package counts as a tree: a copy of this one, unchanged
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "minivgg").symlink_to(ROOT / "minivgg", target_is_directory=True)
+    script = str(BENCHMARKS / "ab_step.py")
+    done = subprocess.run([sys.executable, script, "mnist_5k", "4", "--b", str(copy), "--a", ".",
+                           "--rounds", "2", "--steps", "1", "--warmup", "0", "--threads", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("round ") == 2
+    assert "mnist_5k batch 4, 1 threads: A (.)" in done.stdout and "B/A time" in done.stdout
+    bad = subprocess.run([sys.executable, script, "mnist_5k", "4", "--a", "no-such-revision"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "'no-such-revision' is not a revision" in bad.stderr
