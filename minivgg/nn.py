@@ -584,7 +584,8 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         _reset_affine(self)
 
-    def forward(self, x):
+    def forward(self, x, relu: bool = False):
+        """relu=True: this layer applied to relu(x), as one op (Sequential fuses ReLU -> BN)."""
         shape = _shape(x)
         if len(shape) not in self.ranks or shape[1] != self.num_features:
             raise ValueError(f"{_label(self)}: expected input of shape {self.layout}, got {shape}")
@@ -598,7 +599,7 @@ class _BatchNorm(Module):
         # batch statistics when training, or when there are no running statistics to use
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=factor, eps=self.eps)
+                            training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -888,12 +889,28 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for name, module in self._modules.items():
+        layers = list(self._modules.items())
+        i = 0
+        while i < len(layers):
+            name, module = layers[i]
+            fused = i + 1 < len(layers) and _fuses_with_next(module, layers[i + 1][1])
+            if fused:  # ReLU -> BatchNorm as one op: the same result with two passes fewer
+                i += 1
+                name, module = layers[i]
             try:
-                x = module(x)
+                x = module(x, relu=True) if fused else module(x)
             except Exception as error:
                 raise _with_location(error, f"layer {name} ({type(module).__name__})") from None
+            i += 1
         return x
+
+
+def _fuses_with_next(module: Module, following: Module) -> bool:
+    """A ReLU followed by a batch norm runs as batch_norm(..., relu=True), unless either
+    module's forward was replaced on the instance (as summary.py does to record each
+    layer): such instrumentation still sees both layers."""
+    return (type(module) is ReLU and isinstance(following, _BatchNorm)
+            and "forward" not in vars(module) and "forward" not in vars(following))
 
 
 def _with_location(error: Exception, where: str) -> Exception:

@@ -5,6 +5,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
+import minivgg.functional as F
 from minivgg import Tensor, init, nn
 
 
@@ -646,3 +647,37 @@ def test_rng_argument_validation():
         nn.Linear(2, 2, rng="seed")
     with pytest.raises(TypeError, match="Generator"):
         nn.Sequential(nn.Dropout()).set_rng(1.5)
+
+
+def test_sequential_fuses_relu_then_batchnorm_to_the_bit():
+    """ReLU -> BatchNorm runs as one op; with ReLU's forward replaced on the instance (as
+    summary.py does) the layers run apart. Both give the same outputs, gradients and stats."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.BatchNorm2d(4),
+                             nn.Flatten(), nn.Linear(36, 5, rng=1), nn.ReLU(), nn.BatchNorm1d(5))
+    x = _randn(np.random.default_rng(0), 3, 2, 5, 5)
+    runs = []
+    for apart in (False, True):
+        model = build()
+        if apart:
+            for relu in (model[1], model[5]):
+                relu.forward = type(relu).forward.__get__(relu)
+        calls = []
+        original = F.relu
+        try:
+            F.relu = lambda t: calls.append(1) or original(t)
+            y = model(Tensor(x.copy()))
+        finally:
+            F.relu = original
+        assert len(calls) == (2 if apart else 0)
+        y.backward(np.ones(y.shape, np.float32))
+        runs.append([y.data] + [p.grad for p in model.parameters()]
+                    + [model[2].running_var.copy(), model[6].running_mean.copy()])
+    for fused, apart in zip(*runs):
+        np.testing.assert_array_equal(fused, apart)
+
+
+def test_fused_batchnorm_error_names_the_batchnorm_layer():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm2d\)"):
+        model(Tensor(np.ones((2, 4, 3, 3), np.float32)))

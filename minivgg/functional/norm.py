@@ -127,21 +127,23 @@ class BatchNorm(Function):
     running statistics in place (unbiased variance), as PyTorch does; eval normalises
     with the running statistics. Backward recomputes x - mean from x (kept anyway when a
     ReLU comes before) rather than keeping it: one activation less in memory, and the
-    recomputation runs in cache, block by block.
+    recomputation runs in cache, block by block. With relu=True the input is max(x, 0),
+    formed block by block in forward and again in backward; x is what is kept.
     """
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5):
+                training=False, momentum=0.1, eps=1e-5, relu=False):
         rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
-        self.training, self.weight, self.axis = training, weight, axis
+        self.training, self.weight, self.axis, self.relu = training, weight, axis, relu
         if training:
             channels = rows.shape[axis]
             out = np.empty_like(rows)
             first_mean, mean, var, residual, invstd = (np.empty(channels, rows.dtype)
                                                        for _ in range(5))
             for b in _blocks(rows, axis):
+                source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
                 first_mean[b], mean[b], var[b], residual[b], invstd[b] = _normalise(
-                    rows[b], out[b], _part(weight, b), _part(bias, b), axis, eps)
+                    source, out[b], _part(weight, b), _part(bias, b), axis, eps)
             count = rows.size // channels
             if running_mean is not None:
                 running_mean[...] = momentum * mean + (1 - momentum) * running_mean
@@ -159,7 +161,8 @@ class BatchNorm(Function):
         shift = -mean * scale if bias is None else bias - mean * scale
         out = np.empty_like(rows)
         for b in _blocks(rows, axis):
-            np.multiply(rows[b], _per_channel(scale[b], axis), out=out[b])
+            source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
+            np.multiply(source, _per_channel(scale[b], axis), out=out[b])
             out[b] += _per_channel(shift[b], axis)
         if self.requires_grad:
             self.rows, self.mean, self.invstd = rows, mean, invstd
@@ -173,12 +176,16 @@ class BatchNorm(Function):
         dy = _in_layout(grad, self.rows, axis)  # 3-D, laid out as forward's input
         gb = _channel_sum(dy, axis) if need_b else None
         gw = gx = None
+        rows = np.maximum(self.rows, 0) if self.relu else self.rows
         if need_w:
-            centred = self.rows - _per_channel(self.mean, axis)
+            centred = rows - _per_channel(self.mean, axis)
             gw = _channel_dot(dy, centred, axis) * self.invstd
         if need_x:
             scale = self.invstd if self.weight is None else self.invstd * self.weight
-            gx = _restore(dy * _per_channel(scale, axis), grad.shape, axis)
+            gx = dy * _per_channel(scale, axis)
+            if self.relu:
+                gx *= self.rows > 0
+            gx = _restore(gx, grad.shape, axis)
         return gx, gw, gb
 
     def _backward_training(self, grad):
@@ -189,9 +196,13 @@ class BatchNorm(Function):
         sum_dy, sum_dy_xhat = np.empty(channels, dy.dtype), np.empty(channels, dy.dtype)
         gx = np.empty_like(rows)  # also the scratch for x - mean when dx is not needed
         for b in _blocks(dy, axis):
+            # with relu, BN's input max(x, 0) is rebuilt in the scratch, in cache
+            source = np.maximum(rows[b], 0, out=gx[b]) if self.relu else rows[b]
             sum_dy[b], sum_dy_xhat[b] = _normalise_backward(
-                dy[b], rows[b], self.first_mean[b], self.residual[b], self.invstd[b],
+                dy[b], source, self.first_mean[b], self.residual[b], self.invstd[b],
                 _part(self.weight, b), axis, gx[b], need_x)
+            if self.relu and need_x:
+                gx[b] *= rows[b] > 0
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
         return (_restore(gx, grad.shape, axis) if need_x else None), gw, gb
@@ -222,12 +233,14 @@ def _check_eps(op: str, eps) -> None:
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False) -> Tensor:
     """Batch normalisation over axis 1 of (N, C), (N, C, L) or (N, C, H, W), as torch's.
 
     running_mean / running_var: (C,) arrays (or None), updated in place when training:
     running = (1 - momentum) * running + momentum * batch_stat, with the unbiased batch
     variance. For a cumulative average (torch's momentum=None), pass 1 / batches_seen.
+    relu=True normalises max(x, 0): relu then batch_norm as one op, the ReLU's output never
+    written out and its gradient mask applied in BatchNorm's last backward pass.
     """
     x = as_tensor(x)
     if x.ndim not in (2, 3, 4):
@@ -251,7 +264,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
                          "statistics, but running_mean or running_var is None; pass them or "
                          "use training=True")
     return BatchNorm.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
-                           training=bool(training), momentum=momentum, eps=eps)
+                           training=bool(training), momentum=momentum, eps=eps, relu=bool(relu))
 
 
 class LayerNorm(Function):
