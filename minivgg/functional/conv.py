@@ -224,15 +224,17 @@ class Conv2d(Function):
         cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
         cols = cols.reshape(kh * kw * channels, oh * ow * batch)
         w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
-        out = w_mat @ cols  # (O, OH*OW*N)
+        return self._output(w_mat @ cols, bias, cols, w_mat)  # (O, OH*OW*N)
+
+    def _output(self, out, bias, unfolded, w_mat):
+        """Adds the bias to out (O, OH*OW*N), keeps what backward needs (the unfolded input
+        for dW, the weight matrix for dX) and returns out as (N, O, OH, OW)."""
+        (batch, *_), (out_channels, *_), (oh, ow) = self.shapes
         if bias is not None:
             out += bias[:, None]
-
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
-        if need_w:
-            self.cols = cols
-        if need_x:
-            self.w_mat = w_mat
+        self.unfolded = unfolded if need_w else None
+        self.w_mat = w_mat if need_x else None
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
     def backward(self, grad):
@@ -245,13 +247,13 @@ class Conv2d(Function):
         gb = g.sum(axis=1) if need_b else None
         gw = None
         if need_w:
-            gw = _weight_grad(self.cols, g)  # (O, KH*KW*C)
+            gw = _weight_grad(self.unfolded, g)  # (O, KH*KW*C)
             gw = gw.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2).copy()
         gx = None
         if need_x:
             # cols is dead once dW is done: write dcols into its (already paged-in) memory.
-            buffer = self.cols if need_w else None
-            self.cols = None
+            buffer = self.unfolded if need_w else None
+            self.unfolded = None
             dcols = np.matmul(self.w_mat.T, g, out=buffer)  # (KH*KW*C, OH*OW*N)
             top, bottom, left, right = self.padding
             padded = (channels, height + top + bottom, width + left + right, batch)
@@ -261,7 +263,6 @@ class Conv2d(Function):
                 dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
             gx = from_chwn(dxp)
         return gx, gw, gb
-
 
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
 
@@ -276,14 +277,7 @@ class Conv2d(Function):
         out = np.matmul(w_rows[0], rows[:, :oh * span])
         for i in range(1, kh):
             add_product(out, w_rows[i], rows[:, i * span:(i + oh) * span])
-        if bias is not None:
-            out += bias[:, None]
-        need_x, need_w, _ = self.needs_input_grad
-        if need_w:
-            self.rows = rows
-        if need_x:
-            self.w_rows = w_rows
-        return from_chwn(out.reshape(out_channels, oh, ow, batch))
+        return self._output(out, bias, rows, w_rows)
 
     def _backward_rows(self, g):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
@@ -291,7 +285,7 @@ class Conv2d(Function):
         span = ow * batch
         gb = g.sum(axis=1) if need_b else None
         gw = None
-        rows, self.rows = getattr(self, "rows", None), None
+        rows, self.unfolded = self.unfolded, None
         if need_w:
             gw_rows = np.empty((kh, out_channels, kw * channels), g.dtype)
             for i in range(kh):
@@ -304,7 +298,7 @@ class Conv2d(Function):
             # rows is dead once dW is done: its memory takes d(rows).
             d_rows = rows if rows is not None else np.empty(
                 (kw * channels, padded_h * span), g.dtype)
-            w_rows, self.w_rows = self.w_rows, None
+            w_rows, self.w_mat = self.w_mat, None
             np.matmul(w_rows[0].T, g, out=d_rows[:, :oh * span])
             d_rows[:, oh * span:] = 0
             for i in range(1, kh):
