@@ -11,7 +11,7 @@ SIZES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 
 EXPECTED_PARAMS = {
     "vgg_v1": 94_474, "vgg_v2": 95_818, "minivggnet": 2_169_770, "mnist_8k_a": 7_998,
-    "mnist_8k_b": 7_936, "mnist_5k": 5_178, "mnist_20k": 9_458, "lenet5": 61_750,
+    "mnist_8k_b": 7_936, "mnist_5k": 5_178, "mnist_7k": 7_304, "mnist_20k": 9_458, "lenet5": 61_750,
     "minivgg_fashion": 871_530,
 }
 

@@ -98,21 +98,28 @@ def mnist_8k_b(in_channels=1, num_classes=10, image_size=28, dropout=0.05):
     )
 
 
-def mnist_5k(in_channels=1, num_classes=10, image_size=28):
+def mnist_5k(in_channels=1, num_classes=10, image_size=28, widths=(6, 12, 12, 12, 12)):
     """Sub-8k MNIST net, model 3 (seeds/002): 5,178 parameters, bias-free convs
     6-12 / 12-12 / 12, two max pools, a 2x2 conv to the logits and global average pooling.
     Published: 99.4% in each of the last 3 of 15 epochs (OneCycle, augmentation)."""
     _require_mnist_size("mnist_5k", image_size)
+    w1, w2, w3, w4, w5 = widths
     return nn.Sequential(
-        *_conv_relu_bn(in_channels, 6, 3, bias=False), *_conv_relu_bn(6, 12, 3, bias=False),
+        *_conv_relu_bn(in_channels, w1, 3, bias=False), *_conv_relu_bn(w1, w2, 3, bias=False),
         nn.MaxPool2d(2),
-        *_conv_relu_bn(12, 12, 3, bias=False), *_conv_relu_bn(12, 12, 3, bias=False),
+        *_conv_relu_bn(w2, w3, 3, bias=False), *_conv_relu_bn(w3, w4, 3, bias=False),
         nn.MaxPool2d(2),
-        *_conv_relu_bn(12, 12, 3, bias=False),
-        nn.Conv2d(12, num_classes, 2, bias=False),
+        *_conv_relu_bn(w4, w5, 3, bias=False),
+        nn.Conv2d(w5, num_classes, 2, bias=False),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
+
+
+def mnist_7k(in_channels=1, num_classes=10, image_size=28):
+    """Ours: mnist_5k widened to 8-12 / 16-16 / 12 filters, 7,304 parameters (under the 8k budget),
+    for the recipe that tries to beat the sub-8k figures."""
+    return mnist_5k(in_channels, num_classes, image_size, widths=(8, 12, 16, 16, 12))
 
 
 def mnist_20k(in_channels=1, num_classes=10, image_size=28, dropout=0.05):
@@ -195,6 +202,7 @@ MODELS = {spec.name: spec for spec in [
     ModelSpec("mnist_8k_a", mnist_8k_a, "mnist"),
     ModelSpec("mnist_8k_b", mnist_8k_b, "mnist"),
     ModelSpec("mnist_5k", mnist_5k, "mnist"),
+    ModelSpec("mnist_7k", mnist_7k, "mnist"),
     ModelSpec("mnist_20k", mnist_20k, "mnist"),
     ModelSpec("lenet5", lenet5, "fashion-mnist"),
     ModelSpec("minivgg_fashion", minivgg_fashion, "fashion-mnist"),
