@@ -680,6 +680,8 @@ def render_time_to_accuracy(tta: dict) -> list:
             ok = False
         mark = ("✓" if ok else "✗") if framework == "minivgg" else "–"
         lines.append(f"| {framework} | {result['parameters']:,} | {cells} | {mark} |")
+    if tta.get("figure"):
+        lines += ["", f"Figure: [test accuracy against wall time, both frameworks]({tta['figure']})."]
     return lines
 
 
@@ -723,6 +725,11 @@ def section_from_files(json_path: Path) -> str:
     analysis = analysis_path.read_text() if analysis_path.exists() else None
     tta_path = folder / "time_to_accuracy.json"
     tta = json.loads(tta_path.read_text()) if tta_path.exists() else None
+    figure = tta_path.with_suffix(".png").resolve()
+    if tta is not None and figure.exists():
+        # BENCHMARKS.md sits at the repository root: link relative to it where possible
+        link = figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure
+        tta = {**tta, "figure": link.as_posix()}
     return render_section(data, load_profiles(folder), analysis, tta)
 
 

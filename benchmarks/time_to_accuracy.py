@@ -11,10 +11,12 @@ the target; evaluation time is included. Usage:
     MINIVGG_DATA=../shared/datasets python benchmarks/time_to_accuracy.py --recipe mnist_5k_plus
     python benchmarks/time_to_accuracy.py --recipe mnist_5k --set batch_size=128 --set max_lr=0.1
     python benchmarks/time_to_accuracy.py --limit-train 2048 --limit-test 500 --max-epochs 1   # smoke
+    python benchmarks/time_to_accuracy.py --plot-only   # redraw the figure from the JSON
 
 The minivgg side is the loop `minivgg train --recipe NAME` runs (Trainer), without the run
 directory's files (checkpoints, plots). Writes benchmarks/results/speed/time_to_accuracy.json
-and, from it, the time-to-accuracy table of BENCHMARKS.md's speed section.
+and, from it, the time-to-accuracy table of BENCHMARKS.md's speed section and the figure
+time_to_accuracy.png beside the JSON (test accuracy against wall time, both frameworks).
 """
 from __future__ import annotations
 
@@ -231,6 +233,24 @@ def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> di
             "parameters": sum(p.numel() for p in model.parameters())}
 
 
+def plot(data: dict, path: Path) -> None:
+    """Test accuracy after each epoch against wall time, one line per framework."""
+    from minivgg.plots import plot_accuracy_vs_time
+    sys.path.insert(0, str(HERE))
+    from speed import TIME_TO_ACCURACY_TARGET_S
+    series = [(f"{name}, {len(result['epochs'])} epochs",
+               [e["elapsed_s"] for e in result["epochs"]], [e["test_acc"] for e in result["epochs"]])
+              for name, result in data["results"].items()]
+    recipe = data["recipe"]
+    plot_accuracy_vs_time(series, path, target=data["target"], time_limit=TIME_TO_ACCURACY_TARGET_S,
+                          title=f"{recipe['name']} ({recipe['model']}, batch {recipe['batch_size']}, "
+                                f"{data['threads']} threads): test accuracy against training time")
+
+
+def figure_path(json_path: Path) -> Path:
+    return Path(json_path).with_suffix(".png")
+
+
 # ---- main ------------------------------------------------------------------------------------
 
 def parse_value(text: str):
@@ -270,7 +290,16 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
                    help="whose speed section is regenerated when --json is the default")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
+    p.add_argument("--plot-only", action="store_true",
+                   help="train nothing: redraw the figure from the existing --json file")
     args = p.parse_args(argv)
+    if args.plot_only:
+        if not args.json.exists():
+            raise SystemExit(f"--plot-only: {args.json} does not exist; run without --plot-only "
+                             f"first to measure")
+        plot(json.loads(args.json.read_text()), figure_path(args.json))
+        print(f"wrote {figure_path(args.json)}")
+        return 0
 
     recipe = make_recipe(args.recipe, args.set)
     if recipe.iters:
@@ -302,7 +331,8 @@ def main(argv=None) -> int:
             "loadavg_end": list(os.getloadavg()), "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"wrote {args.json}")
+    plot(data, figure_path(args.json))
+    print(f"wrote {args.json} and {figure_path(args.json)}")
     speed_json = DEFAULT_JSON.parent / "speed.json"
     if not args.no_markdown and args.json.resolve() == DEFAULT_JSON.resolve() and speed_json.exists():
         sys.path.insert(0, str(HERE))

@@ -331,3 +331,36 @@ def plot_compare(runs, path, title: str | None = None) -> None:
     if title:
         figure.suptitle(title)
     _save(figure, path)
+
+
+# ---- accuracy against wall time ---------------------------------------------------------
+
+def plot_accuracy_vs_time(series, path, target: float | None = None,
+                          time_limit: float | None = None, title: str | None = None) -> None:
+    """Test accuracy against seconds of training, one line per (label, seconds, accuracies),
+    with the target accuracy and the time limit drawn as reference lines where given."""
+    _output_format(path)
+    series = list(series)
+    if not series:
+        raise ValueError("plot_accuracy_vs_time: series must be a non-empty list of "
+                         "(label, seconds, accuracies)")
+    figure = _new_figure(8, 5)
+    ax = figure.subplots()
+    for i, (label, seconds, accuracies) in enumerate(series):
+        if len(seconds) != len(accuracies):
+            raise ValueError(f"plot_accuracy_vs_time: {label!r} has {len(seconds)} times but "
+                             f"{len(accuracies)} accuracies")
+        if len(seconds):
+            _draw_series(ax, list(seconds), list(accuracies),
+                         f"{label} (last {_format_last('acc', accuracies[-1], False)})", f"C{i % 10}")
+    if target is not None:
+        ax.axhline(target, color="0.3", linestyle="--", linewidth=1, label=f"target {target:g}")
+    if time_limit is not None:
+        ax.axvline(time_limit, color="0.3", linestyle=":", linewidth=1, label=f"{time_limit:g} s")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title or "test accuracy against training time")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    _save(figure, path)

@@ -172,6 +172,21 @@ def test_plot_compare(tmp_path):
 
 # ---- atomic writes --------------------------------------------------------------------
 
+def test_plot_accuracy_vs_time(tmp_path):
+    path = tmp_path / "tta.png"
+    plots.plot_accuracy_vs_time([("minivgg", [20.0, 40.0, 61.0], [0.98, 0.99, 0.9941]),
+                                 ("torch", [15.0, 30.0], [0.979, 0.986])],
+                                path, target=0.994, time_limit=120)
+    assert_sensible_png(path)
+    with pytest.raises(ValueError, match="'torch' has 2 times but 1 accuracies"):
+        plots.plot_accuracy_vs_time([("torch", [1.0, 2.0], [0.5])], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="non-empty list"):
+        plots.plot_accuracy_vs_time([], tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="unsupported suffix"):
+        plots.plot_accuracy_vs_time([("a", [1.0], [0.5])], tmp_path / "bad.jpg")
+    assert not (tmp_path / "bad.png").exists()
+
+
 def test_failed_plot_leaves_old_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "curves.png"
     path.write_bytes(b"old contents")

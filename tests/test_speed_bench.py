@@ -138,6 +138,9 @@ def test_render_time_to_accuracy():
     assert "### Time to 99.4% MNIST test accuracy" in text
     assert "| minivgg | 5,178 | 4 | 0.9941 | 95.5 s | ✓ |" in text
     assert "| torch | 5,178 | not reached | best 0.9900 | 400.0 s | – |" in text
+    assert "Figure:" not in text
+    text = speed.render_section(_fixture_data(), time_to_accuracy={**tta, "figure": "r/tta.png"})
+    assert "Figure: [test accuracy against wall time, both frameworks](r/tta.png)." in text
 
 
 def test_update_markdown_rewrites_only_between_markers(tmp_path):
@@ -243,6 +246,12 @@ def test_time_to_accuracy_smoke(tmp_path, torch):
         assert result["reached"]["epoch"] == 1 and result["parameters"] == 5178
         assert 0.0 <= result["reached"]["test_acc"] <= 1.0 and result["wall_s"] > 0
     assert data["train_images"] == 512 and data["recipe"]["name"] == "mnist_5k"
+    figure = out.with_suffix(".png")
+    assert figure.stat().st_size > 10_000
+    figure.unlink()
+    assert tta.main(["--plot-only", "--json", str(out)]) == 0 and figure.exists()
+    with pytest.raises(SystemExit, match="does not exist"):
+        tta.main(["--plot-only", "--json", str(tmp_path / "missing.json")])
 
 
 def test_smoke_run_writes_json_and_section(tmp_path, torch):
