@@ -147,11 +147,11 @@ NOTES: dict[str, str] = {
         "Chosen on validation: mnist_7k at 30 epochs had the best validation accuracy of three "
         "candidates (0.9920, against 0.9903 for mnist_5k's own 15-epoch recipe; Other runs), "
         "but on the test set seed 0 ends at 0.9939-0.9940 over its last 3 epochs, below "
-        "mnist_5k's seed 0 in 15 (0.9945-0.9947). Seeds 1 and 2 were stopped (seed 1 at epoch 11) to give the two "
-        "cores to the Fashion-MNIST runs: one seed 0.1 points short already says the recipe "
-        "does not reach 0.995. Train accuracy under affine augmentation is 99.3%, so these nets "
-        "underfit; what is left to try is weaker augmentation late in training and more "
-        "capacity at full resolution."),
+        "mnist_5k's seed 0 in 15 (0.9945-0.9947). Seeds 1 and 2 were stopped (seed 1 at "
+        "epoch 11) to give the two cores to the Fashion-MNIST runs: one seed 0.1 points short "
+        "already says the recipe does not reach 0.995. Train accuracy under affine augmentation "
+        "is 99.3%, so these nets underfit; what is left to try is weaker augmentation late in "
+        "training and more capacity at full resolution."),
     "minivggnet_cifar10": (
         "Its 2.54 h include about 30 minutes paused (SIGSTOP) for speed measurements and hours "
         "sharing the two cores with other runs; alone it trains at about 330-390 img/s "
