@@ -103,7 +103,7 @@ GROUPS = (
         Target("vgg_v2"),
         Target("vgg_v2", batch_size=128, published=0.9370),
     )),
-    Group("mnist_8k", "MNIST under 8,000 parameters, 15 epochs (seeds/002)", (
+    Group("mnist_8k", "MNIST under 8,000 parameters (seeds/002: 15 epochs; ours may train longer)", (
         Target("mnist_8k_a"),
         Target("mnist_8k_b"),
         Target("mnist_5k", rule="last3_each"),
@@ -115,7 +115,7 @@ GROUPS = (
         Target("mnist_20k", at_least=0.994),
     )),
     Group("fashion", "Fashion-MNIST (seeds/003)", (
-        Target("lenet5_fashion", at_least=0.91, seeds=ONE_SEED),
+        Target("lenet5_fashion", at_least=0.91),
         Target("minivgg_fashion", at_least=0.93, seeds=ONE_SEED),
         Target("fashion_plus", at_least=0.935, strict=True, seeds=ONE_SEED),
     )),
