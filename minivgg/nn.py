@@ -584,8 +584,9 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         _reset_affine(self)
 
-    def forward(self, x, relu: bool = False):
-        """relu=True: this layer applied to relu(x), as one op (Sequential fuses ReLU -> BN)."""
+    def forward(self, x, relu: bool = False, relu_after: bool = False):
+        """relu=True: this layer applied to relu(x); relu_after=True: relu of this layer's
+        output; each as one op (Sequential fuses ReLU -> BN and BN -> ReLU)."""
         shape = _shape(x)
         if len(shape) not in self.ranks or shape[1] != self.num_features:
             raise ValueError(f"{_label(self)}: expected input of shape {self.layout}, got {shape}")
@@ -599,7 +600,8 @@ class _BatchNorm(Module):
         # batch statistics when training, or when there are no running statistics to use
         use_batch_stats = self.training or self.running_mean is None
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu)
+                            training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
+                            relu_after=relu_after)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -893,12 +895,20 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             name, module = layers[i]
-            fused = i + 1 < len(layers) and _fuses_with_next(module, layers[i + 1][1])
-            if fused:  # ReLU -> BatchNorm as one op: the same result with two passes fewer
+            # ReLU -> BatchNorm and BatchNorm -> ReLU run as one op: the same result with
+            # fewer passes, and no tensor between the two
+            fused = {}
+            if (type(module) is ReLU and i + 1 < len(layers)
+                    and _fuses_with_next(module, layers[i + 1][1])):
+                fused["relu"] = True
                 i += 1
                 name, module = layers[i]
+            if (isinstance(module, _BatchNorm) and i + 1 < len(layers)
+                    and _fuses_with_next(module, layers[i + 1][1])):
+                fused["relu_after"] = True
+                i += 1
             try:
-                x = module(x, relu=True) if fused else module(x)
+                x = module(x, **fused) if fused else module(x)
             except Exception as error:
                 raise _with_location(error, f"layer {name} ({type(module).__name__})") from None
             i += 1
@@ -906,11 +916,13 @@ class Sequential(Module):
 
 
 def _fuses_with_next(module: Module, following: Module) -> bool:
-    """A ReLU followed by a batch norm runs as batch_norm(..., relu=True), unless either
-    module's forward was replaced on the instance (as summary.py does to record each
-    layer): such instrumentation still sees both layers."""
-    return (type(module) is ReLU and isinstance(following, _BatchNorm)
-            and "forward" not in vars(module) and "forward" not in vars(following))
+    """A ReLU followed by a batch norm runs as batch_norm(..., relu=True), a batch norm
+    followed by a ReLU as batch_norm(..., relu_after=True), unless either module's forward
+    was replaced on the instance (as summary.py does to record each layer): such
+    instrumentation still sees both layers."""
+    pair = ((type(module) is ReLU and isinstance(following, _BatchNorm))
+            or (isinstance(module, _BatchNorm) and type(following) is ReLU))
+    return pair and "forward" not in vars(module) and "forward" not in vars(following)
 
 
 def _with_location(error: Exception, where: str) -> Exception:

@@ -649,19 +649,16 @@ def test_rng_argument_validation():
         nn.Sequential(nn.Dropout()).set_rng(1.5)
 
 
-def test_sequential_fuses_relu_then_batchnorm_to_the_bit():
-    """ReLU -> BatchNorm runs as one op; with ReLU's forward replaced on the instance (as
-    summary.py does) the layers run apart. Both give the same outputs, gradients and stats."""
-    def build():
-        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.BatchNorm2d(4),
-                             nn.Flatten(), nn.Linear(36, 5, rng=1), nn.ReLU(), nn.BatchNorm1d(5))
-    x = _randn(np.random.default_rng(0), 3, 2, 5, 5)
+def _fused_and_apart(build, relus, batchnorms, x):
+    """Outputs, parameter gradients and running stats of build() run with its ReLU -> BN and
+    BN -> ReLU pairs fused, then with the ReLUs' forward replaced on the instance (as
+    summary.py does), which keeps the layers apart. Checks F.relu ran only in the second."""
     runs = []
     for apart in (False, True):
         model = build()
         if apart:
-            for relu in (model[1], model[5]):
-                relu.forward = type(relu).forward.__get__(relu)
+            for i in relus:
+                model[i].forward = type(model[i]).forward.__get__(model[i])
         calls = []
         original = F.relu
         try:
@@ -669,11 +666,31 @@ def test_sequential_fuses_relu_then_batchnorm_to_the_bit():
             y = model(Tensor(x.copy()))
         finally:
             F.relu = original
-        assert len(calls) == (2 if apart else 0)
+        assert len(calls) == (len(relus) if apart else 0)
         y.backward(np.ones(y.shape, np.float32))
         runs.append([y.data] + [p.grad for p in model.parameters()]
-                    + [model[2].running_var.copy(), model[6].running_mean.copy()])
-    for fused, apart in zip(*runs):
+                    + [model[i].running_var.copy() for i in batchnorms]
+                    + [model[i].running_mean.copy() for i in batchnorms])
+    return runs
+
+
+def test_sequential_fuses_relu_then_batchnorm_to_the_bit():
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.BatchNorm2d(4),
+                             nn.Flatten(), nn.Linear(36, 5, rng=1), nn.ReLU(), nn.BatchNorm1d(5))
+    x = _randn(np.random.default_rng(0), 3, 2, 5, 5)
+    for fused, apart in zip(*_fused_and_apart(build, (1, 5), (2, 6), x)):
+        np.testing.assert_array_equal(fused, apart)
+
+
+def test_sequential_fuses_batchnorm_then_relu_to_the_bit():
+    """Also ReLU -> BatchNorm -> ReLU, which runs as one op with both flags."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.Conv2d(4, 4, 1, rng=2), nn.ReLU(), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(36, 5, rng=1), nn.BatchNorm1d(5), nn.ReLU())
+    x = _randn(np.random.default_rng(1), 3, 2, 5, 5)
+    for fused, apart in zip(*_fused_and_apart(build, (2, 4, 6, 10), (1, 5, 9), x)):
         np.testing.assert_array_equal(fused, apart)
 
 

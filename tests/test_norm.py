@@ -58,11 +58,27 @@ def test_batch_norm_after_relu_gradcheck(shape, training):
     gradcheck(fn, _data(shape, loc=0.5), _data((c,), 1), _data((c,), 2))
 
 
+@pytest.mark.parametrize("shape", BN_SHAPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_then_relu_gradcheck(shape, training, relu):
+    c = shape[1]
+    running_mean, running_var = _data((c,), 3), _data((c,), 4, loc=2.0, scale=0.3)
+
+    def fn(x, w, b):
+        return F.batch_norm(x, running_mean.copy(), running_var.copy(), w, b, training=training,
+                            relu=relu, relu_after=True)
+
+    gradcheck(fn, _data(shape, loc=0.5), _data((c,), 1), _data((c,), 2))
+
+
+@pytest.mark.parametrize("order", ["relu_then_bn", "bn_then_relu"])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("from_conv", [False, True])
-def test_batch_norm_after_relu_equals_the_two_ops(training, from_conv):
-    """relu=True is relu then batch_norm, to the bit: outputs, all gradients, running stats
-    (on plain NCHW arrays and on conv2d's (C, H, W, N) memory)."""
+def test_fused_relu_batch_norm_equals_the_two_ops(order, training, from_conv):
+    """relu=True is relu then batch_norm, relu_after=True batch_norm then relu, to the bit:
+    outputs, all gradients, running stats (on plain NCHW arrays and on conv2d's (C, H, W, N)
+    memory)."""
     rng = np.random.default_rng(5)
     x0 = rng.standard_normal((6, 4, 5, 5), dtype=np.float32)
     k0 = rng.standard_normal((3, 4, 3, 3), dtype=np.float32)
@@ -76,8 +92,12 @@ def test_batch_norm_after_relu_equals_the_two_ops(training, from_conv):
         stats = [np.zeros(3, np.float32), np.ones(3, np.float32)]
         h = (F.conv2d(x, k) if from_conv
              else minivgg.Tensor(x0[:, :3, 1:4, 1:4].copy(), requires_grad=True))
-        y = (F.batch_norm(h, *stats, w, b, training=training, relu=True) if fused
-             else F.batch_norm(F.relu(h), *stats, w, b, training=training))
+        if order == "relu_then_bn":
+            y = (F.batch_norm(h, *stats, w, b, training=training, relu=True) if fused
+                 else F.batch_norm(F.relu(h), *stats, w, b, training=training))
+        else:
+            y = (F.batch_norm(h, *stats, w, b, training=training, relu_after=True) if fused
+                 else F.relu(F.batch_norm(h, *stats, w, b, training=training)))
         y.backward(g)
         grads = [t.grad for t in ((x, k) if from_conv else (h,))] + [w.grad, b.grad]
         results.append([y.data, *grads, *stats])

@@ -128,13 +128,16 @@ class BatchNorm(Function):
     with the running statistics. Backward recomputes x - mean from x (kept anyway when a
     ReLU comes before) rather than keeping it: one activation less in memory, and the
     recomputation runs in cache, block by block. With relu=True the input is max(x, 0),
-    formed block by block in forward and again in backward; x is what is kept.
+    formed block by block in forward and again in backward; x is what is kept. With
+    relu_after=True the output is max(y, 0), clamped block by block in place: y never
+    exists as a tensor of its own, and the output is kept for the gradient mask.
     """
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5, relu=False):
+                training=False, momentum=0.1, eps=1e-5, relu=False, relu_after=False):
         rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
         self.training, self.weight, self.axis, self.relu = training, weight, axis, relu
+        self.out = None
         if training:
             channels = rows.shape[axis]
             out = np.empty_like(rows)
@@ -144,6 +147,8 @@ class BatchNorm(Function):
                 source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
                 first_mean[b], mean[b], var[b], residual[b], invstd[b] = _normalise(
                     source, out[b], _part(weight, b), _part(bias, b), axis, eps)
+                if relu_after:
+                    np.maximum(out[b], 0, out=out[b])
             count = rows.size // channels
             if running_mean is not None:
                 running_mean[...] = momentum * mean + (1 - momentum) * running_mean
@@ -153,6 +158,7 @@ class BatchNorm(Function):
             if self.requires_grad:
                 self.rows, self.first_mean, self.residual, self.invstd = (
                     rows, first_mean, residual, invstd)
+                self.out = out if relu_after else None
             return _restore(out, x.shape, axis)
 
         mean = running_mean.astype(x.dtype, copy=False)
@@ -164,8 +170,11 @@ class BatchNorm(Function):
             source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
             np.multiply(source, _per_channel(scale[b], axis), out=out[b])
             out[b] += _per_channel(shift[b], axis)
+            if relu_after:
+                np.maximum(out[b], 0, out=out[b])
         if self.requires_grad:
             self.rows, self.mean, self.invstd = rows, mean, invstd
+            self.out = out if relu_after else None
         return _restore(out, x.shape, axis)
 
     def backward(self, grad):
@@ -174,6 +183,8 @@ class BatchNorm(Function):
         need_x, need_w, need_b = self.needs_input_grad
         axis = self.axis
         dy = _in_layout(grad, self.rows, axis)  # 3-D, laid out as forward's input
+        if self.out is not None:  # relu_after: the ReLU's mask first
+            dy = dy * (self.out > 0)
         gb = _channel_sum(dy, axis) if need_b else None
         gw = gx = None
         rows = np.maximum(self.rows, 0) if self.relu else self.rows
@@ -198,8 +209,10 @@ class BatchNorm(Function):
         for b in _blocks(dy, axis):
             # with relu, BN's input max(x, 0) is rebuilt in the scratch, in cache
             source = np.maximum(rows[b], 0, out=gx[b]) if self.relu else rows[b]
+            # with relu_after, the ReLU's mask is applied to this block's gradient first
+            dy_b = dy[b] if self.out is None else dy[b] * (self.out[b] > 0)
             sum_dy[b], sum_dy_xhat[b] = _normalise_backward(
-                dy[b], source, self.first_mean[b], self.residual[b], self.invstd[b],
+                dy_b, source, self.first_mean[b], self.residual[b], self.invstd[b],
                 _part(self.weight, b), axis, gx[b], need_x)
             if self.relu and need_x:
                 gx[b] *= rows[b] > 0
@@ -233,7 +246,8 @@ def _check_eps(op: str, eps) -> None:
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False) -> Tensor:
+               momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
+               relu_after: bool = False) -> Tensor:
     """Batch normalisation over axis 1 of (N, C), (N, C, L) or (N, C, H, W), as torch's.
 
     running_mean / running_var: (C,) arrays (or None), updated in place when training:
@@ -241,6 +255,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
     variance. For a cumulative average (torch's momentum=None), pass 1 / batches_seen.
     relu=True normalises max(x, 0): relu then batch_norm as one op, the ReLU's output never
     written out and its gradient mask applied in BatchNorm's last backward pass.
+    relu_after=True returns max(batch_norm(x), 0): batch_norm then relu as one op.
     """
     x = as_tensor(x)
     if x.ndim not in (2, 3, 4):
@@ -264,7 +279,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
                          "statistics, but running_mean or running_var is None; pass them or "
                          "use training=True")
     return BatchNorm.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
-                           training=bool(training), momentum=momentum, eps=eps, relu=bool(relu))
+                           training=bool(training), momentum=momentum, eps=eps, relu=bool(relu),
+                           relu_after=bool(relu_after))
 
 
 class LayerNorm(Function):
