@@ -897,14 +897,16 @@ class Sequential(Module):
             name, module = layers[i]
             # ReLU -> BatchNorm and BatchNorm -> ReLU run as one op: the same result with
             # fewer passes, and no tensor between the two
+            following = layers[i + 1][1] if i + 1 < len(layers) else None
             fused = {}
-            if (type(module) is ReLU and i + 1 < len(layers)
-                    and _fuses_with_next(module, layers[i + 1][1])):
+            if (type(module) is ReLU and isinstance(following, _BatchNorm)
+                    and _fusable(module, following)):
                 fused["relu"] = True
                 i += 1
                 name, module = layers[i]
-            if (isinstance(module, _BatchNorm) and i + 1 < len(layers)
-                    and _fuses_with_next(module, layers[i + 1][1])):
+                following = layers[i + 1][1] if i + 1 < len(layers) else None
+            if (isinstance(module, _BatchNorm) and type(following) is ReLU
+                    and _fusable(module, following)):
                 fused["relu_after"] = True
                 i += 1
             try:
@@ -915,14 +917,12 @@ class Sequential(Module):
         return x
 
 
-def _fuses_with_next(module: Module, following: Module) -> bool:
-    """A ReLU followed by a batch norm runs as batch_norm(..., relu=True), a batch norm
-    followed by a ReLU as batch_norm(..., relu_after=True), unless either module's forward
-    was replaced on the instance (as summary.py does to record each layer): such
-    instrumentation still sees both layers."""
-    pair = ((type(module) is ReLU and isinstance(following, _BatchNorm))
-            or (isinstance(module, _BatchNorm) and type(following) is ReLU))
-    return pair and "forward" not in vars(module) and "forward" not in vars(following)
+def _fusable(*modules: Module) -> bool:
+    """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
+    batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True)): not
+    when a module's forward was replaced on the instance (as summary.py does to record each
+    layer), so that such instrumentation still sees every layer."""
+    return all("forward" not in vars(module) for module in modules)
 
 
 def _with_location(error: Exception, where: str) -> Exception:
