@@ -1,0 +1,266 @@
+"""Screen candidate recipes quickly in PyTorch, on a validation split, before paying for minivgg runs.
+
+A candidate is a named recipe with some fields changed (and optionally zoo-model options such
+as mnist_5k's `widths`). Each (candidate, seed) pair is trained by the PyTorch twin of the
+recipe loop in time_to_accuracy.py: the same initial weights (minivgg.interop.to_torch), the
+same minivgg DataLoader and augmentation, torch.optim with the recipe's optimizer, schedule,
+label smoothing, clipping and weight EMA. It trains on the training set less a held-out
+validation split (the recipe's val_fraction, 0.1 if it has none; the split depends on the
+seed) and reports validation accuracy after every epoch. The test set is never loaded: a
+recipe chosen here is then run by minivgg itself (benchmarks/accuracy.py), whose test figures
+are the ones reported.
+
+Runs go in parallel processes (--jobs), one BLAS/torch thread each, on --device (cuda when
+a GPU is there: the point is to try many candidates in minutes). Usage:
+
+    MINIVGG_DATA=../shared/datasets python benchmarks/screen_recipes.py \\
+        benchmarks/screens/mnist_sub8k.json --seeds 0 1 --jobs 16 --device cuda --out runs/screen
+    python benchmarks/screen_recipes.py FILE --limit-train 512 --seeds 0 --jobs 1   # smoke test
+    python benchmarks/screen_recipes.py --summarize runs/screen     # the table, from the JSONs
+
+The candidates file is a JSON list of {"name": ..., "recipe": ..., "set": {field: value},
+"model_options": {option: value}}. One JSON per run is written to --out as it finishes, and
+a table sorted by the mean over seeds of the last-3-epoch validation accuracy is printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+if __name__ == "__main__":
+    for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_name] = "1"     # one thread per run; parallelism comes from --jobs
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+
+def load_candidates(path: Path) -> list[dict]:
+    """The candidates file, checked: every entry names a known recipe and known fields."""
+    from minivgg.models import build
+    try:
+        candidates = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"candidates file {path} does not exist")
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"candidates file {path} is not valid JSON: {e}")
+    if not isinstance(candidates, list) or not candidates:
+        raise SystemExit(f"candidates file {path} must hold a non-empty JSON list")
+    names = set()
+    for i, c in enumerate(candidates):
+        if not isinstance(c, dict) or "name" not in c or "recipe" not in c:
+            raise SystemExit(f"candidate {i} in {path} needs at least \"name\" and \"recipe\"")
+        if c["name"] in names:
+            raise SystemExit(f"candidate name {c['name']!r} appears twice in {path}")
+        names.add(c["name"])
+        try:
+            recipe = make_recipe(c, seed=0)
+            build(recipe.model, dataset=recipe.dataset, **c.get("model_options", {}))
+        except (KeyError, ValueError, TypeError) as e:
+            raise SystemExit(f"candidate {c['name']!r} in {path}: {e}")
+    return candidates
+
+
+def make_recipe(candidate: dict, seed: int):
+    from minivgg.models import get_recipe
+    changes = dict(candidate.get("set", {}))
+    for key in ("betas", "milestones"):
+        if isinstance(changes.get(key), list):
+            changes[key] = tuple(changes[key])
+    if "augment" in changes:
+        changes["augment"] = tuple(dict(a) for a in changes["augment"])
+    recipe = get_recipe(candidate["recipe"]).override(**changes, seed=seed)
+    if recipe.val_fraction <= 0:
+        recipe = recipe.override(val_fraction=0.1)
+    if recipe.iters:
+        raise ValueError("screening needs an epoch-based recipe")
+    return recipe
+
+
+def evaluate(torch, model, images, labels, normalize, device, tta_flip, batch_size=2000):
+    mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(normalize[1], np.float32).reshape(1, -1, 1, 1)
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(labels), batch_size):
+            x = (images[start:start + batch_size].astype(np.float32) / 255.0 - mean) / std
+            xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
+            logits = model(xt)
+            if tta_flip:
+                logits = (logits + model(torch.flip(xt, dims=[3]))) / 2
+            yt = torch.from_numpy(labels[start:start + batch_size].astype(np.int64)).to(device)
+            loss += float(torch.nn.functional.cross_entropy(logits, yt, reduction="sum"))
+            correct += int((logits.argmax(1) == yt).sum())
+    model.train()
+    return correct / len(labels), loss / len(labels)
+
+
+def train_one(job: tuple) -> dict:
+    """Train one (candidate, seed) in PyTorch on the train part of the split; validate each epoch."""
+    candidate, seed, data_dir, device, limit_train, progress = job
+    import torch
+    from minivgg.data import DataLoader, get_dataset_info, load_dataset, train_val_split
+    from minivgg.experiment import make_transform
+    from minivgg.interop import to_torch
+    from minivgg.models import build
+    from time_to_accuracy import TorchEMA, torch_optimizer, torch_scheduler
+
+    torch.set_num_threads(1)
+    recipe = make_recipe(candidate, seed)
+    info = get_dataset_info(recipe.dataset)
+    images, labels = load_dataset(recipe.dataset, "train", data_dir=data_dir)
+    if limit_train:
+        images, labels = images[:limit_train], labels[:limit_train]
+    (train_x, train_y), (val_x, val_y) = train_val_split(images, labels,
+                                                         val_fraction=recipe.val_fraction, seed=seed)
+    c, h, _ = info.shape
+    net = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h, seed=seed,
+                **candidate.get("model_options", {}))
+    parameters = net.num_parameters()
+    model = to_torch(net).to(device)
+    model.train()
+    normalize = (info.mean, info.std)
+    loader = DataLoader(train_x, train_y, batch_size=recipe.batch_size, shuffle=True, seed=seed,
+                        transform=make_transform(recipe), normalize=normalize)
+    optimizer = torch_optimizer(torch, recipe, model.parameters())
+    scheduler, per_batch = torch_scheduler(torch, recipe, optimizer, len(loader))
+    ema = TorchEMA(torch, model, recipe.ema) if recipe.ema else None
+    epochs, start = [], time.perf_counter()
+    for epoch in range(1, recipe.epochs + 1):
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        for x, y in loader:
+            xt = torch.from_numpy(x).to(device, non_blocking=True)
+            yt = torch.from_numpy(y.astype(np.int64)).to(device, non_blocking=True)
+            logits = model(xt)
+            loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+            optimizer.step()
+            if scheduler is not None and per_batch:
+                scheduler.step()
+            if ema is not None:
+                ema.update()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == yt).sum()
+            seen += len(y)
+        if scheduler is not None and not per_batch:
+            scheduler.step()
+        train_loss = float(loss_sum) / seen
+        if not math.isfinite(train_loss):
+            raise RuntimeError(f"{candidate['name']} seed {seed}: the loss became {train_loss} "
+                               f"in epoch {epoch}")
+        if ema is not None:
+            saved = {k: v.clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(ema.shadow)
+            val_acc, val_loss = evaluate(torch, model, val_x, val_y, normalize, device, recipe.tta_flip)
+            model.load_state_dict(saved)
+        else:
+            val_acc, val_loss = evaluate(torch, model, val_x, val_y, normalize, device, recipe.tta_flip)
+        epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": int(correct) / seen,
+                       "val_loss": val_loss, "val_acc": val_acc,
+                       "elapsed_s": time.perf_counter() - start})
+        if progress:
+            print(f"  {candidate['name']} seed {seed} epoch {epoch}/{recipe.epochs}: train acc "
+                  f"{epochs[-1]['train_acc']:.4f}, val acc {val_acc:.4f} "
+                  f"({epochs[-1]['elapsed_s']:.0f}s)", flush=True)
+    last3 = [e["val_acc"] for e in epochs[-3:]]
+    return {"candidate": candidate, "seed": seed, "recipe": recipe.to_dict(), "parameters": parameters,
+            "device": str(device), "train_images": int(len(train_y)), "val_images": int(len(val_y)),
+            "epochs": epochs, "final_val_acc": epochs[-1]["val_acc"],
+            "last3_val_acc": float(np.mean(last3)), "wall_s": time.perf_counter() - start}
+
+
+def summarize(results: list[dict]) -> str:
+    """One row per candidate, best mean last-3 validation accuracy first."""
+    by_name: dict[str, list[dict]] = {}
+    for r in results:
+        by_name.setdefault(r["candidate"]["name"], []).append(r)
+    rows = []
+    for name, runs in by_name.items():
+        runs.sort(key=lambda r: r["seed"])
+        last3 = [r["last3_val_acc"] for r in runs]
+        rows.append((float(np.mean(last3)), name, runs))
+    rows.sort(key=lambda row: -row[0])
+    lines = ["| candidate | params | epochs | seeds | val acc, mean of last 3 (mean ± sd) | per seed | "
+             "final train acc | minutes per run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mean, name, runs in rows:
+        last3 = [r["last3_val_acc"] for r in runs]
+        sd = float(np.std(last3, ddof=1)) if len(last3) > 1 else 0.0
+        lines.append(f"| {name} | {runs[0]['parameters']:,} | {len(runs[0]['epochs'])} | "
+                     f"{' '.join(str(r['seed']) for r in runs)} | {mean:.4f} ± {sd:.4f} | "
+                     f"{' / '.join(f'{v:.4f}' for v in last3)} | "
+                     f"{np.mean([r['epochs'][-1]['train_acc'] for r in runs]):.4f} | "
+                     f"{np.mean([r['wall_s'] for r in runs]) / 60:.1f} |")
+    return "\n".join(lines)
+
+
+def read_results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("candidates", nargs="?", type=Path, help="JSON list of candidates")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs (one thread each)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu or cuda (default cpu)")
+    p.add_argument("--data-dir", help="default $MINIVGG_DATA")
+    p.add_argument("--limit-train", type=int, help="only the first N training images (smoke tests)")
+    p.add_argument("--out", type=Path, default=Path("runs/screen"))
+    p.add_argument("--progress", action="store_true", help="a line per run per epoch")
+    p.add_argument("--summarize", type=Path, metavar="DIR", help="print the table of DIR's JSONs and stop")
+    args = p.parse_args(argv)
+    if args.summarize:
+        results = read_results(args.summarize)
+        if not results:
+            raise SystemExit(f"no screening results (*.json) in {args.summarize}")
+        print(summarize(results))
+        return 0
+    if args.candidates is None:
+        raise SystemExit("give a candidates file (or --summarize DIR)")
+    candidates = load_candidates(args.candidates)
+    args.out.mkdir(parents=True, exist_ok=True)
+    jobs = [(c, seed, args.data_dir, args.device, args.limit_train, args.progress)
+            for seed in args.seeds for c in candidates]
+    print(f"{len(jobs)} runs ({len(candidates)} candidates x {len(args.seeds)} seeds), "
+          f"{args.jobs} at a time on {args.device}", flush=True)
+    results = []
+
+    def record(result):
+        path = args.out / f"{result['candidate']['name']}-s{result['seed']}.json"
+        path.write_text(json.dumps(result, indent=1) + "\n")
+        results.append(result)
+        print(f"{result['candidate']['name']} seed {result['seed']}: val acc last 3 "
+              f"{result['last3_val_acc']:.4f}, final {result['final_val_acc']:.4f} "
+              f"({result['wall_s']:.0f}s)", flush=True)
+
+    if args.jobs == 1:
+        for job in jobs:
+            record(train_one(job))
+    else:
+        import multiprocessing
+        with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+            for result in pool.imap_unordered(train_one, jobs):
+                record(result)
+    print(summarize(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
