@@ -85,6 +85,8 @@ class Recipe:
 
 # one resampling for rotation, shift and scale together (rotate-then-affine would blur twice)
 MNIST_AFFINE = ({"name": "RandomAffine", "degrees": 7.0, "translate": (0.1, 0.1), "scale": (0.95, 1.05)},)
+# lighter: no scaling, half the shift; chosen for mnist_7k_plus2 on validation
+MNIST_LIGHT_AFFINE = ({"name": "RandomAffine", "degrees": 5.0, "translate": (0.05, 0.05)},)
 CIFAR_CROP_FLIP = ({"name": "RandomCrop", "size": 32, "padding": 4},
                    {"name": "RandomHorizontalFlip", "p": 0.5})
 FASHION_CROP_FLIP = ({"name": "RandomCrop", "size": 28, "padding": 2},
@@ -153,6 +155,15 @@ _RECIPES = [
            source="ours", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.1, pct_start=0.2, batch_size=64, epochs=30,
            augment=MNIST_AFFINE),
+    # Screened in PyTorch on a GPU, on validation splits only (benchmarks/screen_recipes.py;
+    # 8 candidates x 6 seeds, benchmarks/results/screening/): the lighter augmentation, peak LR
+    # 0.2 and EMA raised the mean validation accuracy of the last 3 epochs from 0.9931 to 0.9942.
+    Recipe("mnist_7k_plus2", "mnist_7k", "mnist",
+           "ours: mnist_7k (7,304 params), Nesterov OneCycle (max 0.2), light affine augmentation, "
+           "weight EMA, 30 epochs",
+           source="ours", optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+           schedule="onecycle", max_lr=0.2, pct_start=0.2, batch_size=64, epochs=30, ema=0.999,
+           augment=MNIST_LIGHT_AFFINE),
     Recipe("fashion_plus", "minivgg_fashion", "fashion-mnist",
            "ours: mini VGG with crop + flip, Nesterov OneCycle, label smoothing, flip TTA",
            source="ours", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
