@@ -334,3 +334,18 @@ def test_result_names_of_long_changes_stay_distinct():
     b = bench._slug({"augment": affine, "max_lr": 0.1, "val_fraction": 0.1})
     assert a != b and len(a) <= 60 and len(b) <= 60
     assert bench._slug({"epochs": 2}) == "epochs2"
+
+
+def test_results_of_an_older_version_of_a_recipe_stop_counting(workspace):
+    """A result counts against the recipe as it is now: its training fields must still match."""
+    results, md = workspace
+    current = RECIPES["mnist_20k"].to_dict()
+    same = dict(record("mnist_20k", 0, [0.99, 0.9945, 0.9946]),
+                recipe_config=dict(current, description="worded differently then", seed=0))
+    older = dict(record("mnist_20k", 1, [0.99, 0.9945, 0.9946]),
+                 recipe_config=dict(current, lr=0.5, seed=1))
+    write(results, same)
+    write(results, older)
+    by_key, others = bench.rows_for(bench.load_results(results))
+    assert [r["seed"] for r in by_key["mnist_20k"]] == [0]
+    assert [r["seed"] for r in others] == [1] and others[0]["changes"] == {"lr": 0.5, "seed": 1}
