@@ -114,7 +114,8 @@ def train_one(job: tuple) -> dict:
     from minivgg.experiment import make_transform
     from minivgg.interop import to_torch
     from minivgg.models import build
-    from time_to_accuracy import TorchEMA, torch_optimizer, torch_scheduler
+    from time_to_accuracy import (TorchEMA, torch_optimizer, torch_scheduler, torch_train_epoch,
+                                  with_ema_weights)
 
     torch.set_num_threads(1)
     recipe = make_recipe(candidate, seed)
@@ -138,40 +139,14 @@ def train_one(job: tuple) -> dict:
     ema = TorchEMA(torch, model, recipe.ema) if recipe.ema else None
     epochs, start = [], time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        for x, y in loader:
-            xt = torch.from_numpy(x).to(device, non_blocking=True)
-            yt = torch.from_numpy(y.astype(np.int64)).to(device, non_blocking=True)
-            logits = model(xt)
-            loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if recipe.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            if scheduler is not None and per_batch:
-                scheduler.step()
-            if ema is not None:
-                ema.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == yt).sum()
-            seen += len(y)
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        train_loss = float(loss_sum) / seen
+        train_loss, train_acc = torch_train_epoch(torch, model, loader, optimizer, scheduler,
+                                                  per_batch, ema, recipe, device)
         if not math.isfinite(train_loss):
             raise RuntimeError(f"{candidate['name']} seed {seed}: the loss became {train_loss} "
                                f"in epoch {epoch}")
-        if ema is not None:
-            saved = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(ema.shadow)
-            val_acc, val_loss = evaluate(torch, model, val_x, val_y, normalize, device, recipe.tta_flip)
-            model.load_state_dict(saved)
-        else:
-            val_acc, val_loss = evaluate(torch, model, val_x, val_y, normalize, device, recipe.tta_flip)
-        epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": int(correct) / seen,
+        val_acc, val_loss = with_ema_weights(model, ema, lambda: evaluate(
+            torch, model, val_x, val_y, normalize, device, recipe.tta_flip))
+        epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": val_loss, "val_acc": val_acc,
                        "elapsed_s": time.perf_counter() - start})
         if progress:

@@ -167,6 +167,46 @@ class TorchEMA:
                 self.shadow[name].copy_(b)
 
 
+def torch_train_epoch(torch, model, loader, optimizer, scheduler, per_batch: bool, ema, recipe,
+                      device="cpu") -> tuple[float, float]:
+    """One epoch of the recipe's loop in torch; (mean train loss, train accuracy)."""
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    for x, y in loader:
+        xt = torch.from_numpy(x).to(device, non_blocking=True)
+        yt = torch.from_numpy(y.astype(np.int64)).to(device, non_blocking=True)
+        logits = model(xt)
+        loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        if recipe.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        if scheduler is not None and per_batch:
+            scheduler.step()
+        if ema is not None:
+            ema.update()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == yt).sum()
+        seen += len(y)
+    if scheduler is not None and not per_batch:
+        scheduler.step()
+    return float(loss_sum) / max(seen, 1), int(correct) / max(seen, 1)
+
+
+def with_ema_weights(model, ema, evaluate):
+    """evaluate() with the EMA weights swapped in, when there is an EMA."""
+    if ema is None:
+        return evaluate()
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(ema.shadow)
+    try:
+        return evaluate()
+    finally:
+        model.load_state_dict(saved)
+
+
 def torch_evaluate(torch, model, setup: Setup, tta_flip: bool, batch_size: int = 1000) -> float:
     images, labels = setup.test
     mean = np.asarray(setup.normalize[0], np.float32).reshape(1, -1, 1, 1)
@@ -199,30 +239,11 @@ def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> di
     history, reached = [], None
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        for x, y in loader:
-            logits = model(torch.from_numpy(x))
-            loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y),
-                                                     label_smoothing=recipe.label_smoothing)
-            if not math.isfinite(loss.item()):
-                raise RuntimeError(f"PyTorch: the loss became {loss.item()} in epoch {epoch}")
-            optimizer.zero_grad()
-            loss.backward()
-            if recipe.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-            optimizer.step()
-            if scheduler is not None and per_batch:
-                scheduler.step()
-            if ema is not None:
-                ema.update()
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        if ema is not None:
-            saved = {k: v.clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(ema.shadow)
-            acc = torch_evaluate(torch, model, setup, recipe.tta_flip)
-            model.load_state_dict(saved)
-        else:
-            acc = torch_evaluate(torch, model, setup, recipe.tta_flip)
+        train_loss, _ = torch_train_epoch(torch, model, loader, optimizer, scheduler, per_batch, ema,
+                                          recipe)
+        if not math.isfinite(train_loss):
+            raise RuntimeError(f"PyTorch: the loss became {train_loss} in epoch {epoch}")
+        acc = with_ema_weights(model, ema, lambda: torch_evaluate(torch, model, setup, recipe.tta_flip))
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "test_acc": acc, "elapsed_s": elapsed})
         log(f"torch: epoch {epoch}/{epochs}  test acc {acc:.4f}  {elapsed:.1f}s")
