@@ -14,7 +14,7 @@ Runs go in parallel processes (--jobs), one BLAS/torch thread each, on --device 
 a GPU is there: the point is to try many candidates in minutes). Usage:
 
     MINIVGG_DATA=../shared/datasets python benchmarks/screen_recipes.py \\
-        benchmarks/screens/mnist_sub8k.json --seeds 0 1 --jobs 16 --device cuda --out runs/screen
+        benchmarks/screens/mnist_sub8k_1.json --seeds 0 1 --jobs 16 --device cuda --out runs/screen
     python benchmarks/screen_recipes.py FILE --limit-train 512 --seeds 0 --jobs 1   # smoke test
     python benchmarks/screen_recipes.py --summarize runs/screen     # the table, from the JSONs
 

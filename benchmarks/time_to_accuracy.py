@@ -175,7 +175,7 @@ def torch_train_epoch(torch, model, loader, optimizer, scheduler, per_batch: boo
     seen = 0
     for x, y in loader:
         xt = torch.from_numpy(x).to(device, non_blocking=True)
-        yt = torch.from_numpy(y.astype(np.int64)).to(device, non_blocking=True)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device, non_blocking=True)
         logits = model(xt)
         loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad()
