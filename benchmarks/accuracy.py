@@ -168,6 +168,15 @@ NOTES: dict[str, str] = {
         "does not; it does not beat our faithful minivgg_fashion run (0.9353) either. It "
         "underfits: train accuracy under crop + flip with label smoothing 0.1, weight decay "
         "5e-4 and the net's dropout ends at 0.93. Next: 30-40 epochs, or less regularisation."),
+    "cifar10_plus": (
+        "Short: 0.8700 final (0.8724 at epoch 29) against > 0.88, though 3.2 points above the "
+        "faithful 40-epoch run. It underfits: train accuracy (under crop + flip, the net's "
+        "dropout, weight decay 5e-4 and label smoothing 0.1) ends at 0.857, and test accuracy "
+        "was still climbing as the LR annealed (0.854 at epoch 26, 0.870 at 30). Untuned first "
+        "guess; next: choose regularisation and length on a validation split (screen_recipes.py "
+        "on a GPU). Its 107 min include two epochs of sharing the cores with other runs "
+        "(564 s, and 1,165 s with a 16-minute pause); alone an epoch takes 125-160 s, about "
+        "70 min for the 30."),
     "minivggnet_cifar10": (
         "Its 2.54 h include about 30 minutes paused (SIGSTOP) for speed measurements and hours "
         "sharing the two cores with other runs; alone it trains at about 330-390 img/s "
