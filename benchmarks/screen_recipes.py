@@ -87,25 +87,6 @@ def make_recipe(candidate: dict, seed: int):
     return recipe
 
 
-def evaluate(torch, model, images, labels, normalize, device, tta_flip, batch_size=2000):
-    mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(normalize[1], np.float32).reshape(1, -1, 1, 1)
-    model.eval()
-    correct, loss = 0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(labels), batch_size):
-            x = (images[start:start + batch_size].astype(np.float32) / 255.0 - mean) / std
-            xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-            logits = model(xt)
-            if tta_flip:
-                logits = (logits + model(torch.flip(xt, dims=[3]))) / 2
-            yt = torch.from_numpy(labels[start:start + batch_size].astype(np.int64)).to(device)
-            loss += float(torch.nn.functional.cross_entropy(logits, yt, reduction="sum"))
-            correct += int((logits.argmax(1) == yt).sum())
-    model.train()
-    return correct / len(labels), loss / len(labels)
-
-
 def train_one(job: tuple) -> dict:
     """Train one (candidate, seed) in PyTorch on the train part of the split; validate each epoch."""
     candidate, seed, data_dir, device, limit_train, progress = job
@@ -114,8 +95,8 @@ def train_one(job: tuple) -> dict:
     from minivgg.experiment import make_transform
     from minivgg.interop import to_torch
     from minivgg.models import build
-    from time_to_accuracy import (TorchEMA, torch_optimizer, torch_scheduler, torch_train_epoch,
-                                  with_ema_weights)
+    from time_to_accuracy import (TorchEMA, torch_evaluate, torch_optimizer, torch_scheduler,
+                                  torch_train_epoch, with_ema_weights)
 
     torch.set_num_threads(1)
     recipe = make_recipe(candidate, seed)
@@ -144,8 +125,8 @@ def train_one(job: tuple) -> dict:
         if not math.isfinite(train_loss):
             raise RuntimeError(f"{candidate['name']} seed {seed}: the loss became {train_loss} "
                                f"in epoch {epoch}")
-        val_acc, val_loss = with_ema_weights(model, ema, lambda: evaluate(
-            torch, model, val_x, val_y, normalize, device, recipe.tta_flip))
+        val_acc, val_loss = with_ema_weights(model, ema, lambda: torch_evaluate(
+            torch, model, val_x, val_y, normalize, recipe.tta_flip, device, batch_size=2000))
         epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": val_loss, "val_acc": val_acc,
                        "elapsed_s": time.perf_counter() - start})

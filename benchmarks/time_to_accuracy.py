@@ -207,22 +207,26 @@ def with_ema_weights(model, ema, evaluate):
         model.load_state_dict(saved)
 
 
-def torch_evaluate(torch, model, setup: Setup, tta_flip: bool, batch_size: int = 1000) -> float:
-    images, labels = setup.test
-    mean = np.asarray(setup.normalize[0], np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(setup.normalize[1], np.float32).reshape(1, -1, 1, 1)
+def torch_evaluate(torch, model, images, labels, normalize, tta_flip: bool, device="cpu",
+                   batch_size: int = 1000) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` in eval mode on uint8 images, as minivgg's."""
+    mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(normalize[1], np.float32).reshape(1, -1, 1, 1)
     model.eval()
-    correct = 0
+    correct, loss = 0, 0.0
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
+        for start in range(0, len(labels), batch_size):
             x = (images[start:start + batch_size].astype(np.float32) / 255.0 - mean) / std
-            xt = torch.from_numpy(np.ascontiguousarray(x))
+            xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
             logits = model(xt)
             if tta_flip:
                 logits = (logits + model(torch.flip(xt, dims=[3]))) / 2
-            correct += int((logits.argmax(1).numpy() == labels[start:start + batch_size]).sum())
+            yt = torch.from_numpy(np.asarray(labels[start:start + batch_size], np.int64)).to(device)
+            loss += float(torch.nn.functional.cross_entropy(logits, yt, reduction="sum"))
+            correct += int((logits.argmax(1) == yt).sum())
     model.train()
-    return correct / max(len(labels), 1)
+    n = max(len(labels), 1)
+    return correct / n, loss / n
 
 
 def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> dict:
@@ -243,7 +247,8 @@ def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> di
                                           recipe)
         if not math.isfinite(train_loss):
             raise RuntimeError(f"PyTorch: the loss became {train_loss} in epoch {epoch}")
-        acc = with_ema_weights(model, ema, lambda: torch_evaluate(torch, model, setup, recipe.tta_flip))
+        acc, _ = with_ema_weights(model, ema, lambda: torch_evaluate(
+            torch, model, *setup.test, setup.normalize, recipe.tta_flip))
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "test_acc": acc, "elapsed_s": elapsed})
         log(f"torch: epoch {epoch}/{epochs}  test acc {acc:.4f}  {elapsed:.1f}s")
