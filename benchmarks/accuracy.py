@@ -217,8 +217,10 @@ def changes_against_current(record: dict) -> dict:
     if not isinstance(config, dict):
         return dict(record.get("changes") or {})
     base = json.loads(json.dumps(base.to_dict()))     # tuples -> lists, as in the JSON
-    return {k: v for k, v in config.items()
-            if k not in DESCRIPTIVE_FIELDS and k in base and base[k] != v}
+    # a field added to Recipe after a result was written had its default then
+    defaults = json.loads(json.dumps(Recipe(name="", model="", dataset="").to_dict()))
+    return {k: config.get(k, defaults[k]) for k in base
+            if k not in DESCRIPTIVE_FIELDS and config.get(k, defaults[k]) != base[k]}
 
 
 def _slug(changes: dict) -> str:

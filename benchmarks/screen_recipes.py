@@ -91,8 +91,8 @@ def train_one(job: tuple) -> dict:
     """Train one (candidate, seed) in PyTorch on the train part of the split; validate each epoch."""
     candidate, seed, data_dir, device, limit_train, progress = job
     import torch
-    from minivgg.data import DataLoader, get_dataset_info, load_dataset, train_val_split
-    from minivgg.experiment import make_transform
+    from minivgg.data import get_dataset_info, load_dataset, train_val_split
+    from minivgg.experiment import make_train_loader
     from minivgg.interop import to_torch
     from minivgg.models import build
     from time_to_accuracy import (TorchEMA, torch_evaluate, torch_optimizer, torch_scheduler,
@@ -113,8 +113,7 @@ def train_one(job: tuple) -> dict:
     model = to_torch(net).to(device)
     model.train()
     normalize = (info.mean, info.std)
-    loader = DataLoader(train_x, train_y, batch_size=recipe.batch_size, shuffle=True, seed=seed,
-                        transform=make_transform(recipe), normalize=normalize)
+    loader = make_train_loader(recipe, train_x, train_y, normalize)
     optimizer = torch_optimizer(torch, recipe, model.parameters())
     scheduler, per_batch = torch_scheduler(torch, recipe, optimizer, len(loader))
     ema = TorchEMA(torch, model, recipe.ema) if recipe.ema else None

@@ -40,8 +40,8 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from minivgg.data import DataLoader, get_dataset_info, load_dataset  # noqa: E402
-from minivgg.experiment import make_optimizer, make_scheduler, make_transform  # noqa: E402
+from minivgg.data import get_dataset_info, load_dataset  # noqa: E402
+from minivgg.experiment import make_optimizer, make_scheduler, make_train_loader  # noqa: E402
 from minivgg.models import build, get_recipe  # noqa: E402
 from minivgg.train import Callback, Trainer  # noqa: E402
 
@@ -69,9 +69,7 @@ class Setup:
                      image_size=h, seed=self.recipe.seed)
 
     def loader(self):
-        return DataLoader(*self.train, batch_size=self.recipe.batch_size, shuffle=True,
-                          seed=self.recipe.seed, transform=make_transform(self.recipe),
-                          normalize=self.normalize)
+        return make_train_loader(self.recipe, *self.train, self.normalize)
 
 
 # ---- minivgg: the Trainer that `minivgg train` runs ---------------------------------------------

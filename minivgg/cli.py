@@ -75,7 +75,7 @@ def cmd_train(args) -> int:
                    momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                    max_lr=args.max_lr, label_smoothing=args.label_smoothing, patience=args.patience,
                    val_fraction=args.val_fraction, ema=args.ema, grad_clip=args.grad_clip,
-                   log_every=args.log_every)
+                   log_every=args.log_every, augment_epochs=args.augment_epochs)
     if args.model is not None:
         get_model_spec(args.model)
     if args.dataset is not None:
@@ -246,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--grad-clip", type=_positive_float, help="clip the global gradient norm")
     t.add_argument("--log-every", type=_positive_int, help="iteration runs: log every N iterations")
     t.add_argument("--no-augment", action="store_true", help="drop the recipe's augmentation")
+    t.add_argument("--augment-epochs", type=_positive_int,
+                   help="augment in the first N epochs only; the rest train on the images as they are")
     t.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     t.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     t.add_argument("--resume", help="a checkpoints/last.resume.safetensors file to continue")

@@ -87,6 +87,13 @@ def make_transform(recipe: Recipe):
     return T.Compose(steps) if steps else None
 
 
+def make_train_loader(recipe: Recipe, images, labels, normalize) -> DataLoader:
+    """The recipe's shuffled, augmented training batches (seeded by the recipe)."""
+    return DataLoader(images, labels, batch_size=recipe.batch_size, shuffle=True, seed=recipe.seed,
+                      drop_last=False, transform=make_transform(recipe), normalize=normalize,
+                      transform_epochs=recipe.augment_epochs)
+
+
 def validate_recipe(recipe: Recipe) -> None:
     problems = []
     if recipe.batch_size < 1:
@@ -102,6 +109,9 @@ def validate_recipe(recipe: Recipe) -> None:
     if recipe.patience and recipe.val_fraction <= 0:
         problems.append("early stopping (patience) needs a validation split (val_fraction > 0): "
                         "it never looks at the test set")
+    if recipe.augment_epochs is not None and recipe.augment_epochs < 0:
+        problems.append(f"augment_epochs must be 0 or more, or None for every epoch "
+                        f"(got {recipe.augment_epochs})")
     if problems:
         raise ValueError(f"recipe {recipe.name!r}: " + "; ".join(problems))
 
@@ -249,9 +259,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
                   seed=recipe.seed)
     optimizer = make_optimizer(recipe, model.parameters())
     normalize = (info.mean, info.std)
-    loader = DataLoader(train_images, train_labels, batch_size=recipe.batch_size, shuffle=True,
-                        seed=recipe.seed, drop_last=False, transform=make_transform(recipe),
-                        normalize=normalize)
+    loader = make_train_loader(recipe, train_images, train_labels, normalize)
     scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
 
     if resume is None:
@@ -324,4 +332,4 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
 
 
 __all__ = ["run_recipe", "RunResult", "make_optimizer", "make_scheduler", "make_transform",
-           "new_run_dir", "TrainingDiverged"]
+           "make_train_loader", "new_run_dir", "TrainingDiverged"]

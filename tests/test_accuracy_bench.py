@@ -349,3 +349,15 @@ def test_results_of_an_older_version_of_a_recipe_stop_counting(workspace):
     by_key, others = bench.rows_for(bench.load_results(results))
     assert [r["seed"] for r in by_key["mnist_20k"]] == [0]
     assert [r["seed"] for r in others] == [1] and others[0]["changes"] == {"lr": 0.5, "seed": 1}
+
+
+def test_a_recipe_field_added_later_reads_as_its_default_in_older_results(workspace, monkeypatch):
+    """Results written before `augment_epochs` existed were trained with augmentation throughout."""
+    results, md = workspace
+    before = {k: v for k, v in RECIPES["mnist_20k"].to_dict().items() if k != "augment_epochs"}
+    write(results, dict(record("mnist_20k", 0, [0.99, 0.9945, 0.9946]), recipe_config=before))
+    by_key, others = bench.rows_for(bench.load_results(results))
+    assert [r["seed"] for r in by_key["mnist_20k"]] == [0] and not others
+    monkeypatch.setitem(RECIPES, "mnist_20k", RECIPES["mnist_20k"].override(augment_epochs=10))
+    by_key, others = bench.rows_for(bench.load_results(results))
+    assert not by_key.get("mnist_20k") and others[0]["changes"] == {"augment_epochs": None}

@@ -72,6 +72,7 @@ def test_summary_of_minivggnet_with_an_input_shape(capsys):
     (["train", "--model", "resnet"], ["unknown model 'resnet'", "valid models:"]),
     (["train", "--dataset", "imagenet"], ["imagenet", "mnist"]),
     (["train", "--epochs", "0"], ["--epochs", "at least 1"]),
+    (["train", "--augment-epochs", "0"], ["--augment-epochs", "at least 1"]),
     (["train", "--lr", "abc"], ["--lr", "expected a number"]),
     (["train", "--resume", "x.safetensors", "--lr", "0.1"], ["--resume continues a run"]),
     (["summary", "mnist_5k", "--input-shape", "3,32"], ["--input-shape", "C,H,W"]),
@@ -104,7 +105,7 @@ def test_garbage_checkpoint_is_a_clear_error(tmp_path):
 def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     """A few hundred iterations of mnist_5k must clear 97% on the real test set."""
     code, out, err = run_cli("train", "--recipe", "mnist_5k", "--iters", "300", "--batch-size", "64",
-                             "--seed", "0",
+                             "--seed", "0", "--augment-epochs", "1",
                              "--out", str(tmp_path / "runs"), "--log-every", "100")
     assert code == 0, err
     accuracy = float(next(line for line in out.splitlines() if line.startswith("test accuracy:")).split()[-1])
@@ -113,6 +114,7 @@ def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     for name in ["config.json", "metrics.csv", "train.log", "curves.png", "loss.png", "confusion.png",
                  "results.json", "model.safetensors", "checkpoints/last.resume.safetensors"]:
         assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text())["recipe"]["augment_epochs"] == 1
     results = json.loads((run_dir / "results.json").read_text())
     assert results["final_test_acc"] == pytest.approx(accuracy, abs=1e-4)
     assert "ms/step" in (run_dir / "train.log").read_text()

@@ -136,6 +136,26 @@ def test_error_in_transform_reaches_the_caller(dataset):
             pass
 
 
+def test_transform_epochs_stop_the_augmentation_after_n_epochs(dataset):
+    """Epochs 0..N-1 are augmented as without the limit; later ones as without a transform."""
+    shift = RandomAffine(degrees=0, translate=(0.5, 0.5))
+    limited = DataLoader(*dataset, batch_size=16, seed=3, transform=shift, transform_epochs=2)
+    always = DataLoader(*dataset, batch_size=16, seed=3, transform=shift)
+    plain = DataLoader(*dataset, batch_size=16, seed=3)
+    for epoch in range(4):
+        expected = collect(always if epoch < 2 else plain)
+        unexpected = collect(plain if epoch < 2 else always)
+        got = collect(limited)
+        for (x, y), (xe, ye), (xu, _) in zip(got, expected, unexpected):
+            np.testing.assert_array_equal(y, ye)
+            np.testing.assert_array_equal(x, xe)
+        assert not all(np.array_equal(x, xu) for (x, _), (xu, _) in zip(got, unexpected))
+    for epoch, reference in ((1, always), (3, plain)):   # resuming goes by the epoch number
+        limited.set_epoch(epoch)
+        reference.set_epoch(epoch)
+        np.testing.assert_array_equal(next(iter(limited))[0], next(iter(reference))[0])
+
+
 def test_prefetch_hides_augmentation_cost(dataset):
     """A 20 ms augmentation overlaps a 20 ms training step when prefetched."""
     def slow(x, rng):
@@ -162,6 +182,8 @@ def test_prefetch_hides_augmentation_cost(dataset):
     (dict(batch_size=0), "batch_size"),
     (dict(seed=-1), "seed"),
     (dict(normalize=((0.5,), (0.5, 0.5))), "mean has 1"),
+    (dict(transform_epochs=-1), "transform_epochs"),
+    (dict(transform_epochs=1.5), "transform_epochs"),
 ])
 def test_bad_arguments(kwargs, match):
     args = dict(images=np.zeros((4, 1, 6, 6), np.uint8), labels=np.zeros(4, int), batch_size=2)

@@ -164,3 +164,13 @@ def test_trainer_rejects_bad_lengths():
         Trainer(model, optim.SGD(model.parameters(), lr=0.1), loader, epochs=2, iters=5)
     with pytest.raises(ValueError, match="at least 1"):
         Trainer(model, optim.SGD(model.parameters(), lr=0.1), loader, epochs=0)
+
+
+def test_recipe_validation_names_what_is_wrong():
+    from minivgg.experiment import validate_recipe
+    from minivgg.models import get_recipe
+    validate_recipe(get_recipe("mnist_5k").override(augment_epochs=10))
+    with pytest.raises(ValueError, match=r"augment_epochs must be 0 or more.*got -1"):
+        validate_recipe(get_recipe("mnist_5k").override(augment_epochs=-1))
+    with pytest.raises(ValueError, match=r"epochs must be at least 1"):
+        validate_recipe(get_recipe("mnist_5k").override(epochs=0))

@@ -22,13 +22,15 @@ class DataLoader:
     """Iterate (x float32 (B, C, H, W), y int64 (B,)) over images (N, C, H, W).
 
     uint8 images are scaled to [0, 1]; then `transform(x, rng)` and `normalize`
-    ((mean, std) or a Normalize) are applied. Each `iter()` runs one epoch and moves
-    `epoch` on by one. With `prefetch`, the next batch is gathered, converted and
+    ((mean, std) or a Normalize) are applied; with `transform_epochs` N, the transform
+    applies in epochs 0..N-1 only (later epochs see the images as they are). Each `iter()`
+    runs one epoch and moves `epoch` on by one. With `prefetch`, the next batch is gathered, converted and
     augmented in a background thread while the caller works on the current one.
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed=0,
-                 drop_last: bool = False, transform=None, normalize=None, prefetch: bool = True):
+                 drop_last: bool = False, transform=None, normalize=None, prefetch: bool = True,
+                 transform_epochs: int | None = None):
         if not isinstance(images, np.ndarray) or images.ndim != 4 or \
                 not (images.dtype == np.uint8 or images.dtype.kind == "f"):
             shown = (f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray)
@@ -44,6 +46,10 @@ class DataLoader:
         if transform is not None and not callable(transform):
             raise TypeError(f"DataLoader: transform must be callable as t(x, rng); "
                             f"got {transform!r}")
+        if transform_epochs is not None and (not isinstance(transform_epochs, numbers.Integral)
+                                             or transform_epochs < 0):
+            raise ValueError(f"DataLoader: transform_epochs must be a non-negative int or None; "
+                             f"got {transform_epochs!r}")
         self.images = images
         self.labels = labels.astype(np.int64, copy=False)
         self.batch_size = int(batch_size)
@@ -51,6 +57,7 @@ class DataLoader:
         self.seed = self._base_seed(seed)
         self.drop_last = drop_last
         self.transform = transform
+        self.transform_epochs = transform_epochs
         if normalize is not None and not isinstance(normalize, Normalize):
             normalize = Normalize(*normalize)
         self.normalize = normalize
@@ -96,14 +103,20 @@ class DataLoader:
         return [order[start:start + self.batch_size]
                 for start in range(0, len(self) * self.batch_size, self.batch_size)]
 
-    def make_batch(self, indices: np.ndarray, rng: np.random.Generator):
+    def transform_for(self, epoch: int):
+        """The transform epoch `epoch` applies (None once transform_epochs have passed)."""
+        if self.transform_epochs is not None and epoch >= self.transform_epochs:
+            return None
+        return self.transform
+
+    def make_batch(self, indices: np.ndarray, rng: np.random.Generator, transform=None):
         x = self.images[indices]                                    # (B, C, H, W)
         if x.dtype == np.uint8:
             x = np.divide(x, np.float32(255), dtype=np.float32)
         else:
             x = x.astype(np.float32)
-        if self.transform is not None:
-            x = self.transform(x, rng)
+        if transform is not None:
+            x = transform(x, rng)
         if self.normalize is not None:
             x = self.normalize(x)
         return np.ascontiguousarray(x, dtype=np.float32), self.labels[indices]
@@ -112,9 +125,11 @@ class DataLoader:
         epoch = self.epoch
         self.epoch += 1
         batches = self.batch_indices(epoch)
+        transform = self.transform_for(epoch)
 
         def produce(b):
-            return self.make_batch(batches[b], np.random.default_rng([self.seed, epoch, 1, b]))
+            return self.make_batch(batches[b], np.random.default_rng([self.seed, epoch, 1, b]),
+                                   transform)
 
         if self.prefetch:
             return _prefetched(produce, len(batches))

@@ -48,6 +48,7 @@ class Recipe:
     ema: float | None = None          # weight EMA decay; evaluation uses the averaged weights
     tta_flip: bool = False            # average logits over the image and its mirror at test time
     augment: tuple = ()               # transforms, as dicts: {"name": "RandomRotation", "degrees": 7}
+    augment_epochs: int | None = None # augment in the first N epochs only (None: in every epoch)
     seed: int = 0
 
     def override(self, **changes) -> "Recipe":
