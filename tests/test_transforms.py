@@ -60,6 +60,19 @@ def test_per_sample_parameters_and_per_channel_fill():
                                                        (3, 8, 8)), atol=1e-6)
 
 
+def test_a_batch_is_warped_as_its_images_one_by_one():
+    """Batches are warped in blocks; blocks and their edges must not change any image."""
+    x = batch(75, 3, 10, 12)
+    draw = np.random.default_rng(5)
+    angle, scale = draw.uniform(-40, 40, 75), draw.uniform(0.7, 1.3, 75)
+    translate, shear = draw.uniform(-3, 3, (75, 2)), draw.uniform(-15, 15, (75, 2))
+    whole = affine(x, angle, translate, scale, shear, fill=(0.1, 0.2, 0.3))
+    for i in range(75):
+        one = affine(x[i:i + 1], angle[i], translate[i], scale[i], shear[i], fill=(0.1, 0.2, 0.3))
+        np.testing.assert_allclose(whole[i:i + 1], one, atol=1e-6)
+    assert whole.flags.c_contiguous and whole.dtype == x.dtype
+
+
 def test_scale_zooms_about_the_centre():
     x = np.zeros((1, 1, 9, 9), np.float32)
     x[0, 0, 4, 4] = 1.0  # the centre pixel stays put under any scale
