@@ -111,6 +111,8 @@ GROUPS = (
         Target("mnist_8k_plus", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_plus", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_plus2", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
+        Target("mnist_7k_plus3", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
+        Target("mnist_5k_fast", at_least=0.994),
     )),
     Group("mnist_20k", "MNIST under 20,000 parameters, 12 epochs (seeds/004)", (
         Target("mnist_20k", at_least=0.994),
@@ -161,8 +163,25 @@ NOTES: dict[str, str] = {
         "passes alone. Chosen by a 6-seed validation screen in PyTorch (benchmarks/results/"
         "screening/README.md) that put it 0.11 points above mnist_7k_plus; on the test set it "
         "gained 0.05 (0.9944 -> 0.9949). Train accuracy now reaches 99.7%, so the lighter "
-        "augmentation did let the net fit. Not yet tried: the 7,740-parameter widths and still "
-        "lighter augmentation with this recipe, and augmentation switched off for the last epochs."),
+        "augmentation did let the net fit. Augmentation switched off for the last epochs is "
+        "mnist_7k_plus3, below. Not yet tried: the 7,740-parameter widths and still lighter "
+        "augmentation with this recipe."),
+    "mnist_7k_plus3": (
+        "mnist_7k_plus2 with augmentation for its first 25 epochs only. On validation it gained "
+        "in every seed of a paired screen (+0.04 to +0.07 points, mean of the last 3 epochs; "
+        "benchmarks/results/screening/README.md, screen 6); on the test set it did not: 0.9949 "
+        "mean of the last 3 epochs as before (seeds 0.9950, 0.9950, 0.9947; seed 1 passes "
+        "alone), so the target is still missed by about one test image. The last epochs do fit "
+        "better (train accuracy 0.998 against 0.9965) without generalising better. Its runs "
+        "used the faster affine warp of 84accae, which rounds differently in the last bit, so "
+        "they are not paired with mnist_7k_plus2's runs seed by seed."),
+    "mnist_5k_fast": (
+        "For time to accuracy (BENCHMARKS.md's speed section): mnist_5k cut to 8 epochs at batch "
+        "128 and peak 0.3, chosen by a 4-seed validation screen (screen 5 of benchmarks/results/"
+        "screening/README.md). It ends at 0.9934 mean final (0.9935, 0.9936, 0.9931), and no "
+        "seed reaches 0.994 in any epoch; its validation score (0.9922 final) was 0.05 points "
+        "under the 15-epoch recipe's, which on the test set became 0.11. 8 epochs of this net "
+        "are too few for 99.4% with this schedule."),
     "fashion_plus": (
         "Passes by 2 test images (0.9352 > 0.935), and its mean of the last 3 epochs, 0.9349, "
         "does not; it does not beat our faithful minivgg_fashion run (0.9353) either. It "
