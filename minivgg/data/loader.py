@@ -24,8 +24,8 @@ class DataLoader:
     uint8 images are scaled to [0, 1]; then `transform(x, rng)` and `normalize`
     ((mean, std) or a Normalize) are applied; with `transform_epochs` N, the transform
     applies in epochs 0..N-1 only (later epochs see the images as they are). Each `iter()`
-    runs one epoch and moves `epoch` on by one. With `prefetch`, the next batch is gathered, converted and
-    augmented in a background thread while the caller works on the current one.
+    runs one epoch and moves `epoch` on by one. With `prefetch`, the next batch is gathered,
+    converted and augmented in a background thread while the caller works on the current one.
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed=0,
