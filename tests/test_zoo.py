@@ -12,7 +12,7 @@ SIZES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 EXPECTED_PARAMS = {
     "vgg_v1": 94_474, "vgg_v2": 95_818, "minivggnet": 2_169_770, "mnist_8k_a": 7_998,
     "mnist_8k_b": 7_936, "mnist_5k": 5_178, "mnist_7k": 7_304, "mnist_20k": 9_458, "lenet5": 61_750,
-    "minivgg_fashion": 871_530,
+    "minivgg_fashion": 871_530, "minivggnet_light": 2_169_770,
 }
 
 
@@ -36,6 +36,16 @@ def test_minivggnet_on_mnist_shapes():
     model = build("minivggnet", in_channels=1, image_size=28)
     out = model(minivgg.Tensor(np.zeros((2, 1, 28, 28), np.float32)))
     assert out.shape == (2, 10)
+
+
+def test_minivggnet_light_is_minivggnet_with_lighter_dropout():
+    def dropout_rates(name):
+        return [m.p for m in build(name).modules() if type(m).__name__ == "Dropout"]
+    assert dropout_rates("minivggnet") == [0.25, 0.25, 0.5]
+    assert dropout_rates("minivggnet_light") == [0.1, 0.1, 0.3]
+    heavy, light = build("minivggnet", seed=3), build("minivggnet_light", seed=3)
+    for a, b in zip(heavy.state_dict().values(), light.state_dict().values()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_unknown_model_lists_valid_names():
