@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true",
                        help="download missing dataset files (needs internet)")
 
-    t = sub.add_parser("train", help="train a recipe (default: the best MNIST recipe)",
+    from .models.recipes import DEFAULT_RECIPE
+    t = sub.add_parser("train", help=f"train a recipe (default: {DEFAULT_RECIPE} on MNIST)",
                        description="Train a named recipe; every flag overrides the recipe's value. "
                                    "Writes a new run directory with logs, metrics, plots and checkpoints.")
     t.add_argument("--recipe", help="named recipe (see `minivgg recipes`)")

@@ -43,6 +43,14 @@ def test_models_lists_the_zoo_with_counts(capsys):
         assert count in line
 
 
+def test_help_names_the_default_recipe(capsys):
+    from minivgg.models import DEFAULT_RECIPE
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("train"))
+    assert f"default: {DEFAULT_RECIPE}" in line
+
+
 def test_recipes_lists_and_shows(capsys):
     assert main(["recipes"]) == 0
     out = capsys.readouterr().out
