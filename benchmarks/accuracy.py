@@ -112,6 +112,7 @@ GROUPS = (
         Target("mnist_7k_plus", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_plus2", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_plus3", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
+        Target("mnist_7k_15ep", at_least=0.994, rule="last3_each", max_params=8000),
         Target("mnist_5k_fast", at_least=0.994),
     )),
     Group("mnist_20k", "MNIST under 20,000 parameters, 12 epochs (seeds/004)", (
@@ -176,6 +177,14 @@ NOTES: dict[str, str] = {
         "better (train accuracy 0.998 against 0.9965) without generalising better. Its runs "
         "used the faster affine warp of 84accae, which rounds differently in the last bit, so "
         "they are not paired with mnist_7k_plus2's runs seed by seed."),
+    "mnist_7k_15ep": (
+        "mnist_7k_plus2 (7,304 parameters) cut to the write-up's 15 epochs, to show 99.4% under "
+        "8k parameters in 15 epochs with our recipe beside the faithful mnist_5k row. Screened "
+        "on validation against mnist_5k's recipe (screen 7 of benchmarks/results/screening/"
+        "README.md: 0.9932 +- 0.0005 against 0.9921 +- 0.0013, 3 paired seeds). On the test set "
+        "it fails the same way mnist_5k does: seeds 0 and 2 hold 0.994 over their last 3 epochs "
+        "(0.9955-0.9957 and 0.9941-0.9947), seed 1 ends 0.9938, 0.9941, 0.9943. Its mean (0.9947 "
+        "final) is 0.02 points above mnist_5k's, well inside the seed-to-seed spread (0.0008)."),
     "mnist_5k_fast": (
         "For time to accuracy (BENCHMARKS.md's speed section): mnist_5k cut to 8 epochs at batch "
         "128 and peak 0.3, chosen by a 4-seed validation screen (screen 5 of benchmarks/results/"

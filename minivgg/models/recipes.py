@@ -176,6 +176,16 @@ _RECIPES = [
            source="ours", optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.2, pct_start=0.2, batch_size=64, epochs=30, ema=0.999,
            augment=MNIST_LIGHT_AFFINE, augment_epochs=25),
+    # mnist_7k_plus2 cut to the published 15 epochs: "99.4% under 8k parameters in 15 epochs"
+    # with our recipe, beside the faithful mnist_5k. Screened against mnist_5k's own recipe on
+    # validation splits (CPU, paired, 3 seeds, benchmarks/results/screening/mnist_15ep):
+    # 0.9932 +- 0.0005 against 0.9921 +- 0.0013, mean of the last 3 epochs. On the test set it
+    # is level with mnist_5k: 0.9947 mean final, 0.994 held over the last 3 epochs in 2 seeds of 3.
+    Recipe("mnist_7k_15ep", "mnist_7k", "mnist",
+           "ours: mnist_7k_plus2 in the published 15 epochs",
+           source="ours", optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+           schedule="onecycle", max_lr=0.2, pct_start=0.2, batch_size=64, epochs=15, ema=0.999,
+           augment=MNIST_LIGHT_AFFINE),
     # For time to 99.4% (benchmarks/time_to_accuracy.py): mnist_5k in 8 epochs. Screened on
     # validation splits (4 candidates x 4 seeds, benchmarks/results/screening/mnist_fast): batch
     # 128 and a peak of 0.3 ended at 0.9922 +- 0.0002 against 0.9918 for batch 64 / peak 0.2,
