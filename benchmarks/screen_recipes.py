@@ -19,8 +19,11 @@ a GPU is there: the point is to try many candidates in minutes). Usage:
     python benchmarks/screen_recipes.py --summarize runs/screen     # the table, from the JSONs
 
 The candidates file is a JSON list of {"name": ..., "recipe": ..., "set": {field: value},
-"model_options": {option: value}}. One JSON per run is written to --out as it finishes, and
-a table sorted by the mean over seeds of the last-3-epoch validation accuracy is printed.
+"model_options": {option: value}, "eval_variants": {variant: {tta field: value}}}. An eval
+variant scores the same trained weights once more under other test-time augmentation
+(tta_flip, tta_shift) every epoch: exactly paired with its candidate, it shows up in the
+table as "candidate+variant". One JSON per run is written to --out as it finishes, and a
+table sorted by the mean over seeds of the last-3-epoch validation accuracy is printed.
 """
 from __future__ import annotations
 
@@ -45,8 +48,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 
+EVAL_VARIANT_FIELDS = {"tta_flip", "tta_shift"}
+
+
 def load_candidates(path: Path) -> list[dict]:
     """The candidates file, checked: every entry names a known recipe and known fields."""
+    from minivgg.experiment import validate_recipe
     from minivgg.models import build
     try:
         candidates = json.loads(Path(path).read_text())
@@ -63,8 +70,16 @@ def load_candidates(path: Path) -> list[dict]:
         if c["name"] in names:
             raise SystemExit(f"candidate name {c['name']!r} appears twice in {path}")
         names.add(c["name"])
+        variants = c.get("eval_variants", {})
+        if not isinstance(variants, dict) or any(
+                not isinstance(v, dict) or set(v) - EVAL_VARIANT_FIELDS for v in variants.values()):
+            raise SystemExit(f"candidate {c['name']!r} in {path}: eval_variants must map names to "
+                             f"changes of {sorted(EVAL_VARIANT_FIELDS)} only (they re-score the "
+                             f"trained weights; training changes go in \"set\")")
         try:
             recipe = make_recipe(c, seed=0)
+            for v in variants.values():
+                validate_recipe(recipe.override(**v))
             build(recipe.model, dataset=recipe.dataset, **c.get("model_options", {}))
         except (KeyError, ValueError, TypeError) as e:
             raise SystemExit(f"candidate {c['name']!r} in {path}: {e}")
@@ -124,11 +139,18 @@ def train_one(job: tuple) -> dict:
         if not math.isfinite(train_loss):
             raise RuntimeError(f"{candidate['name']} seed {seed}: the loss became {train_loss} "
                                f"in epoch {epoch}")
-        val_acc, val_loss = with_ema_weights(model, ema, lambda: torch_evaluate(
-            torch, model, val_x, val_y, normalize, recipe.tta_flip, device, batch_size=2000))
+        def validate(r):
+            return with_ema_weights(model, ema, lambda: torch_evaluate(
+                torch, model, val_x, val_y, normalize, r.tta_flip, device, batch_size=2000,
+                tta_shift=r.tta_shift))
+
+        val_acc, val_loss = validate(recipe)
+        variants = {name: validate(recipe.override(**v))[0]
+                    for name, v in candidate.get("eval_variants", {}).items()}
         epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": val_loss, "val_acc": val_acc,
-                       "elapsed_s": time.perf_counter() - start})
+                       "elapsed_s": time.perf_counter() - start,
+                       **({"variant_val_acc": variants} if variants else {})})
         if progress:
             print(f"  {candidate['name']} seed {seed} epoch {epoch}/{recipe.epochs}: train acc "
                   f"{epochs[-1]['train_acc']:.4f}, val acc {val_acc:.4f} "
@@ -140,10 +162,22 @@ def train_one(job: tuple) -> dict:
             "last3_val_acc": float(np.mean(last3)), "wall_s": time.perf_counter() - start}
 
 
-def summarize(results: list[dict]) -> str:
-    """One row per candidate, best mean last-3 validation accuracy first."""
-    by_name: dict[str, list[dict]] = {}
+def with_variants(results: list[dict]) -> list[dict]:
+    """The results plus, for each eval variant, the same run as scored under it."""
+    out = list(results)
     for r in results:
+        for variant in r["epochs"][-1].get("variant_val_acc", {}):
+            epochs = [dict(e, val_acc=e["variant_val_acc"][variant]) for e in r["epochs"]]
+            out.append(dict(r, candidate=dict(r["candidate"], name=f"{r['candidate']['name']}+{variant}"),
+                            epochs=epochs, final_val_acc=epochs[-1]["val_acc"],
+                            last3_val_acc=float(np.mean([e["val_acc"] for e in epochs[-3:]]))))
+    return out
+
+
+def summarize(results: list[dict]) -> str:
+    """One row per candidate (and eval variant), best mean last-3 validation accuracy first."""
+    by_name: dict[str, list[dict]] = {}
+    for r in with_variants(results):
         by_name.setdefault(r["candidate"]["name"], []).append(r)
     rows = []
     for name, runs in by_name.items():

@@ -100,7 +100,7 @@ def run_minivgg(setup: Setup, target: float, epochs: int, log) -> dict:
     trainer = Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
                       test_data=setup.test, normalize=setup.normalize, epochs=epochs,
                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
-                      ema=recipe.ema, tta_flip=recipe.tta_flip, progress=False,
+                      ema=recipe.ema, tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift, progress=False,
                       log=lambda line: log(f"minivgg: {line}"), callbacks=[stop])
     trainer.fit()
     return {"reached": stop.reached, "epochs": stop.epochs,
@@ -206,19 +206,20 @@ def with_ema_weights(model, ema, evaluate):
 
 
 def torch_evaluate(torch, model, images, labels, normalize, tta_flip: bool, device="cpu",
-                   batch_size: int = 1000) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` in eval mode on uint8 images, as minivgg's."""
+                   batch_size: int = 1000, tta_shift: int = 0) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` in eval mode on uint8 images, as minivgg's,
+    with the same test-time augmentation views (minivgg.tta)."""
+    from minivgg.tta import tta_views
     mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(normalize[1], np.float32).reshape(1, -1, 1, 1)
     model.eval()
     correct, loss = 0, 0.0
     with torch.no_grad():
         for start in range(0, len(labels), batch_size):
-            x = (images[start:start + batch_size].astype(np.float32) / 255.0 - mean) / std
-            xt = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-            logits = model(xt)
-            if tta_flip:
-                logits = (logits + model(torch.flip(xt, dims=[3]))) / 2
+            views = tta_views(images[start:start + batch_size].astype(np.float32) / 255.0,
+                              flip=tta_flip, shift=tta_shift)
+            logits = sum(model(torch.from_numpy(np.ascontiguousarray((v - mean) / std)).to(device))
+                         for v in views) / len(views)
             yt = torch.from_numpy(np.asarray(labels[start:start + batch_size], np.int64)).to(device)
             loss += float(torch.nn.functional.cross_entropy(logits, yt, reduction="sum"))
             correct += int((logits.argmax(1) == yt).sum())
@@ -246,7 +247,7 @@ def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> di
         if not math.isfinite(train_loss):
             raise RuntimeError(f"PyTorch: the loss became {train_loss} in epoch {epoch}")
         acc, _ = with_ema_weights(model, ema, lambda: torch_evaluate(
-            torch, model, *setup.test, setup.normalize, recipe.tta_flip))
+            torch, model, *setup.test, setup.normalize, recipe.tta_flip, tta_shift=recipe.tta_shift))
         elapsed = time.perf_counter() - start
         history.append({"epoch": epoch, "test_acc": acc, "elapsed_s": elapsed})
         log(f"torch: epoch {epoch}/{epochs}  test acc {acc:.4f}  {elapsed:.1f}s")

@@ -14,14 +14,22 @@ class CLIError(Exception):
 
 
 # ---- argument types --------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _nonneg_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _nonneg_float(text: str) -> float:
@@ -85,6 +93,8 @@ def cmd_train(args) -> int:
         changes["augment"] = ()
     if args.tta:
         changes["tta_flip"] = True
+    if args.tta_shift is not None:
+        changes["tta_shift"] = args.tta_shift
     if changes.get("max_lr") is None and args.lr is not None and recipe.max_lr is not None:
         changes["max_lr"] = args.lr  # --lr sets the peak of a one-cycle schedule too
     recipe = recipe.override(**changes)
@@ -106,7 +116,8 @@ def cmd_eval(args) -> int:
     from .plots import plot_confusion_matrix
 
     r = evaluate_checkpoint(args.model_path, dataset=args.dataset, split=args.split,
-                            data_dir=args.data_dir, download=args.download, tta_flip=args.tta)
+                            data_dir=args.data_dir, download=args.download, tta_flip=args.tta,
+                            tta_shift=args.tta_shift or 0)
     if args.json:
         out = {k: v for k, v in r.items() if k not in ("metadata", "confusion")}
         out["confusion"] = r["confusion"].tolist()
@@ -250,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment-epochs", type=_positive_int,
                    help="augment in the first N epochs only; the rest train on the images as they are")
     t.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    t.add_argument("--tta-shift", type=_nonneg_int, metavar="PIXELS",
+                   help="shift test-time augmentation: also average over the image moved this many "
+                        "pixels left, right, up and down (0: off)")
     t.add_argument("--out", default="runs", help="parent folder of run directories (default: runs)")
     t.add_argument("--resume", help="a checkpoints/last.resume.safetensors file to continue")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -262,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     e.add_argument("--split", choices=["test", "train"], default="test")
     e.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    e.add_argument("--tta-shift", type=_nonneg_int, metavar="PIXELS",
+                   help="shift test-time augmentation (see train --tta-shift)")
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--confusion-png", help="also save the confusion matrix as a PNG here")
     data_flags(e)

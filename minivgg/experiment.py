@@ -112,6 +112,8 @@ def validate_recipe(recipe: Recipe) -> None:
     if recipe.augment_epochs is not None and recipe.augment_epochs < 0:
         problems.append(f"augment_epochs must be 0 or more, or None for every epoch "
                         f"(got {recipe.augment_epochs})")
+    if isinstance(recipe.tta_shift, bool) or not isinstance(recipe.tta_shift, int) or recipe.tta_shift < 0:
+        problems.append(f"tta_shift must be a whole number of pixels, 0 or more (got {recipe.tta_shift!r})")
     if problems:
         raise ValueError(f"recipe {recipe.name!r}: " + "; ".join(problems))
 
@@ -280,7 +282,8 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
                       test_data=(test_images, test_labels), val_data=val_data, normalize=normalize,
                       epochs=None if recipe.iters else recipe.epochs, iters=recipe.iters,
                       label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
-                      ema=recipe.ema, tta_flip=recipe.tta_flip, patience=recipe.patience,
+                      ema=recipe.ema, tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift,
+                      patience=recipe.patience,
                       log_every=recipe.log_every, eval_every=recipe.eval_every, progress=progress,
                       log=log, callbacks=[files])
     if resume_state is not None:

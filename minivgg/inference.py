@@ -24,7 +24,7 @@ def locate_weights(path) -> Path:
 
 
 def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, download=False,
-                        tta_flip=False, batch_size=1000) -> dict:
+                        tta_flip=False, tta_shift=0, batch_size=1000) -> dict:
     """Accuracy, loss, per-class accuracy and confusion matrix of a saved model."""
     model, meta = checkpoint.load_model(locate_weights(path))
     name = dataset or meta["dataset"]
@@ -34,7 +34,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
         raise ValueError(f"the model expects images of shape {expected} (C, H, W) but {name} has "
                          f"{images.shape[1:]}; evaluate on a dataset like {meta['dataset']}")
     result = evaluate(model, images, labels, (meta["mean"], meta["std"]), batch_size=batch_size,
-                      tta_flip=tta_flip)
+                      tta_flip=tta_flip, tta_shift=tta_shift)
     classes = meta["class_names"]
     matrix = confusion_matrix(labels, result["predictions"], len(classes))
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import functional as F
 from .autograd import Tensor, no_grad
+from .tta import tta_views
 
 
 class TrainingDiverged(RuntimeError):
@@ -113,8 +114,9 @@ class WeightEMA:
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batch_size: int = 1000,
-             tta_flip: bool = False) -> dict:
-    """Loss, accuracy and predictions of `model` on uint8 NCHW images, in eval mode."""
+             tta_flip: bool = False, tta_shift: int = 0) -> dict:
+    """Loss, accuracy and predictions of `model` on uint8 NCHW images, in eval mode; with
+    `tta_flip` / `tta_shift`, of the logits averaged over the views of minivgg.tta."""
     was_training = model.training
     model.eval()
     total_loss, predictions = 0.0, []
@@ -123,12 +125,11 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
         with no_grad():
             for start in range(0, len(images), batch_size):
                 x = images[start:start + batch_size].astype(np.float32) / 255.0
+                views = tta_views(x, flip=tta_flip, shift=tta_shift)
                 if mean is not None:
-                    x = (x - mean) / std
+                    views = [(v - mean) / std for v in views]
                 y = labels[start:start + batch_size]
-                logits = model(Tensor(x)).data
-                if tta_flip:
-                    logits = (logits + model(Tensor(np.ascontiguousarray(x[..., ::-1]))).data) / 2
+                logits = sum(model(Tensor(v)).data for v in views) / len(views)
                 loss = F.cross_entropy(Tensor(logits), y, reduction="sum")
                 total_loss += float(loss.data)
                 predictions.append(logits.argmax(axis=1))
@@ -164,7 +165,7 @@ class Trainer:
 
     def __init__(self, model, optimizer, train_loader, *, scheduler=None, schedule_per_batch=True,
                  test_data=None, val_data=None, normalize=None, epochs=None, iters=None,
-                 label_smoothing=0.0, grad_clip=None, ema=None, tta_flip=False, patience=None,
+                 label_smoothing=0.0, grad_clip=None, ema=None, tta_flip=False, tta_shift=0, patience=None,
                  log_every=100, eval_every=None, progress=None, log=print, callbacks=()):
         if (epochs is None) == (iters is None):
             raise ValueError("give exactly one of epochs or iters")
@@ -174,7 +175,8 @@ class Trainer:
         self.scheduler, self.schedule_per_batch = scheduler, schedule_per_batch
         self.test_data, self.val_data, self.normalize = test_data, val_data, normalize
         self.epochs, self.iters = epochs, iters
-        self.label_smoothing, self.grad_clip, self.tta_flip = label_smoothing, grad_clip, tta_flip
+        self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
+        self.tta_flip, self.tta_shift = tta_flip, tta_shift
         self.ema = WeightEMA(model, ema) if ema else None
         self.patience, self.log_every, self.eval_every = patience, log_every, eval_every
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -281,10 +283,11 @@ class Trainer:
         if data is None:
             return None
         images, labels = data
+        tta = dict(tta_flip=self.tta_flip, tta_shift=self.tta_shift)
         if self.ema is not None:
             with self.ema.swapped_in():
-                return evaluate(self.model, images, labels, self.normalize, tta_flip=self.tta_flip)
-        return evaluate(self.model, images, labels, self.normalize, tta_flip=self.tta_flip)
+                return evaluate(self.model, images, labels, self.normalize, **tta)
+        return evaluate(self.model, images, labels, self.normalize, **tta)
 
     def _end_epoch(self) -> None:
         st = self.state

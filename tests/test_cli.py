@@ -81,6 +81,8 @@ def test_summary_of_minivggnet_with_an_input_shape(capsys):
     (["train", "--dataset", "imagenet"], ["imagenet", "mnist"]),
     (["train", "--epochs", "0"], ["--epochs", "at least 1"]),
     (["train", "--augment-epochs", "0"], ["--augment-epochs", "at least 1"]),
+    (["train", "--tta-shift", "-1"], ["--tta-shift", "at least 0"]),
+    (["eval", "/nonexistent/run", "--tta-shift", "one"], ["--tta-shift", "expected a whole number"]),
     (["train", "--lr", "abc"], ["--lr", "expected a number"]),
     (["train", "--resume", "x.safetensors", "--lr", "0.1"], ["--resume continues a run"]),
     (["summary", "mnist_5k", "--input-shape", "3,32"], ["--input-shape", "C,H,W"]),
@@ -131,6 +133,9 @@ def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     assert code == 0, err
     evaluated = json.loads(out)
     assert evaluated["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    code, out, err = run_cli("eval", str(run_dir), "--json", "--tta-shift", "1")
+    assert code == 0, err
+    assert 0.97 <= json.loads(out)["accuracy"] <= 1.0
     assert len(evaluated["per_class_accuracy"]) == 10
     assert np.array(evaluated["confusion"]).sum() == 10_000
 

@@ -33,6 +33,8 @@ def _write(tmp_path, candidates, name="c.json"):
     ([{"name": "a", "recipe": "mnist_7k_plus", "model_options": {"widths": [8, 8, 8, 8, 8]}}],
      "unexpected keyword argument 'widths'"),
     ([{"name": "a", "recipe": "vgg_v1"}], "epoch-based"),
+    ([{"name": "a", "recipe": "mnist_5k", "eval_variants": {"v": {"lr": 0.1}}}], "eval_variants must map"),
+    ([{"name": "a", "recipe": "mnist_5k", "eval_variants": {"v": {"tta_shift": -1}}}], "tta_shift"),
 ])
 def test_bad_candidates_are_refused_with_the_reason(tmp_path, candidates, message):
     with pytest.raises(SystemExit, match=message):
@@ -72,6 +74,17 @@ def test_summary_sorts_by_mean_over_seeds():
     assert lines[3].startswith("| low |")
 
 
+def test_eval_variants_get_rows_of_their_own_from_the_same_runs():
+    runs = []
+    for seed, (plain, shifted) in enumerate([(0.9930, 0.9936), (0.9940, 0.9942)]):
+        run = _result("7k", seed, plain)
+        run["epochs"] = [dict(e, variant_val_acc={"shift1": shifted}) for e in run["epochs"]]
+        runs.append(run)
+    lines = screen.summarize(runs).splitlines()
+    assert lines[2].startswith("| 7k+shift1 | 7,304 | 1 | 0 1 | 0.9939 ± 0.0004 | 0.9936 / 0.9942 |")
+    assert lines[3].startswith("| 7k | 7,304 | 1 | 0 1 | 0.9935 ± 0.0007 | 0.9930 / 0.9940 |")
+
+
 def test_summarize_reads_a_folder(tmp_path, capsys):
     with pytest.raises(SystemExit, match="no screening results"):
         screen.main(["--summarize", str(tmp_path)])
@@ -94,7 +107,8 @@ def test_smoke_run_trains_on_the_split_and_never_loads_the_test_set(tmp_path, to
 
     monkeypatch.setattr(minivgg.data, "load_dataset", recording_load)
     candidates = _write(tmp_path, [{"name": "tiny", "recipe": "mnist_7k_plus",
-                                    "set": {"epochs": 2, "ema": 0.99}}])
+                                    "set": {"epochs": 2, "ema": 0.99},
+                                    "eval_variants": {"shift1": {"tta_shift": 1}}}])
     out = tmp_path / "out"
     assert screen.main([str(candidates), "--limit-train", "600", "--seeds", "0", "--out", str(out)]) == 0
     assert splits == ["train"]
@@ -102,3 +116,4 @@ def test_smoke_run_trains_on_the_split_and_never_loads_the_test_set(tmp_path, to
     assert result["train_images"] == 540 and result["val_images"] == 60
     assert result["parameters"] == 7304 and [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert 0.0 <= result["last3_val_acc"] <= 1.0 and result["recipe"]["ema"] == 0.99
+    assert all(0.0 <= e["variant_val_acc"]["shift1"] <= 1.0 for e in result["epochs"])

@@ -47,6 +47,7 @@ class Recipe:
     grad_clip: float | None = None    # max global gradient norm
     ema: float | None = None          # weight EMA decay; evaluation uses the averaged weights
     tta_flip: bool = False            # average logits over the image and its mirror at test time
+    tta_shift: int = 0                # ... and over it moved this many pixels left/right/up/down
     augment: tuple = ()               # transforms, as dicts: {"name": "RandomRotation", "degrees": 7}
     augment_epochs: int | None = None # augment in the first N epochs only (None: in every epoch)
     seed: int = 0
