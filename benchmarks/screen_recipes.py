@@ -22,8 +22,10 @@ The candidates file is a JSON list of {"name": ..., "recipe": ..., "set": {field
 "model_options": {option: value}, "eval_variants": {variant: {tta field: value}}}. An eval
 variant scores the same trained weights once more under other test-time augmentation
 (tta_flip, tta_shift) every epoch: exactly paired with its candidate, it shows up in the
-table as "candidate+variant". One JSON per run is written to --out as it finishes, and a
-table sorted by the mean over seeds of the last-3-epoch validation accuracy is printed.
+table as "candidate+variant". One JSON per run is written to --out as it finishes (a run
+whose JSON is already there is not run again, so an interrupted screen continues where it
+stopped), and a table sorted by the mean over seeds of the last-3-epoch validation accuracy
+is printed.
 """
 from __future__ import annotations
 
@@ -199,6 +201,10 @@ def summarize(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def result_path(folder: Path, name: str, seed: int) -> Path:
+    return Path(folder) / f"{name}-s{seed}.json"
+
+
 def read_results(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
@@ -225,14 +231,17 @@ def main(argv=None) -> int:
         raise SystemExit("give a candidates file (or --summarize DIR)")
     candidates = load_candidates(args.candidates)
     args.out.mkdir(parents=True, exist_ok=True)
+    pairs = [(c, seed) for seed in args.seeds for c in candidates]
+    done = [(c, seed) for c, seed in pairs if result_path(args.out, c["name"], seed).exists()]
     jobs = [(c, seed, args.data_dir, args.device, args.limit_train, args.progress)
-            for seed in args.seeds for c in candidates]
-    print(f"{len(jobs)} runs ({len(candidates)} candidates x {len(args.seeds)} seeds), "
-          f"{args.jobs} at a time on {args.device}", flush=True)
-    results = []
+            for c, seed in pairs if (c, seed) not in done]
+    print(f"{len(jobs)} runs ({len(candidates)} candidates x {len(args.seeds)} seeds"
+          + (f", less {len(done)} already in {args.out}" if done else "")
+          + f"), {args.jobs} at a time on {args.device}", flush=True)
+    results = [json.loads(result_path(args.out, c["name"], seed).read_text()) for c, seed in done]
 
     def record(result):
-        path = args.out / f"{result['candidate']['name']}-s{result['seed']}.json"
+        path = result_path(args.out, result["candidate"]["name"], result["seed"])
         path.write_text(json.dumps(result, indent=1) + "\n")
         results.append(result)
         print(f"{result['candidate']['name']} seed {result['seed']}: val acc last 3 "

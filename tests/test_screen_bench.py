@@ -63,6 +63,7 @@ def test_candidate_recipe_gets_a_validation_split_and_the_seed():
 
 def _result(name, seed, last3, params=7304):
     return {"candidate": {"name": name}, "seed": seed, "parameters": params, "last3_val_acc": last3,
+            "final_val_acc": last3,
             "wall_s": 120.0, "epochs": [{"epoch": 1, "train_acc": 0.99, "val_acc": last3}]}
 
 
@@ -83,6 +84,21 @@ def test_eval_variants_get_rows_of_their_own_from_the_same_runs():
     lines = screen.summarize(runs).splitlines()
     assert lines[2].startswith("| 7k+shift1 | 7,304 | 1 | 0 1 | 0.9939 ± 0.0004 | 0.9936 / 0.9942 |")
     assert lines[3].startswith("| 7k | 7,304 | 1 | 0 1 | 0.9935 ± 0.0007 | 0.9930 / 0.9940 |")
+
+
+def test_runs_already_in_the_output_folder_are_not_run_again(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a-s0.json").write_text(json.dumps(_result("a", 0, 0.9931)))
+    trained = []
+    monkeypatch.setattr(screen, "train_one", lambda job: trained.append(job[:2]) or
+                        _result(job[0]["name"], job[1], 0.9925))
+    candidates = _write(tmp_path, [{"name": "a", "recipe": "mnist_5k"}])
+    assert screen.main([str(candidates), "--seeds", "0", "1", "--out", str(out)]) == 0
+    assert [seed for _, seed in trained] == [1]
+    printed = capsys.readouterr().out
+    assert f"1 runs (1 candidates x 2 seeds, less 1 already in {out})" in printed
+    assert "| a | 7,304 | 1 | 0 1 | 0.9928 ± 0.0004 |" in printed
 
 
 def test_summarize_reads_a_folder(tmp_path, capsys):
