@@ -253,6 +253,10 @@ def main(argv=None) -> int:
             record(train_one(job))
     else:
         import multiprocessing
+        import signal
+        # SIGTERM (kill, a timeout) would end this process alone and leave the workers training;
+        # as SystemExit it leaves the with-block, whose exit terminates them.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
             for result in pool.imap_unordered(train_one, jobs):
                 record(result)
