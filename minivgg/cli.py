@@ -114,17 +114,17 @@ def _report_run(result) -> int:
 def cmd_eval(args) -> int:
     from .inference import evaluate_checkpoint
     from .plots import plot_confusion_matrix
+    from .tta import describe_tta
 
     r = evaluate_checkpoint(args.model_path, dataset=args.dataset, split=args.split,
-                            data_dir=args.data_dir, download=args.download, tta_flip=args.tta,
-                            tta_shift=args.tta_shift or 0)
+                            data_dir=args.data_dir, download=args.download, **_tta_choice(args))
     if args.json:
         out = {k: v for k, v in r.items() if k not in ("metadata", "confusion")}
         out["confusion"] = r["confusion"].tolist()
         print(json.dumps(out, indent=2))
     else:
         print(f"{r['dataset']} {r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
-              f"({r['count']:,} images)")
+              f"({r['count']:,} images; {describe_tta(r['tta']['flip'], r['tta']['shift'])})")
         width = max(len(c) for c in r["classes"])
         print("per-class accuracy:")
         for name, acc in zip(r["classes"], r["per_class_accuracy"]):
@@ -157,10 +157,20 @@ def cmd_summary(args) -> int:
     return 0
 
 
+def _tta_choice(args) -> dict:
+    """eval/predict: --no-tta, --tta, --tta-shift N; what is not given comes from the recipe."""
+    if args.no_tta and (args.tta or args.tta_shift is not None):
+        raise CLIError("--no-tta scores the plain model; give it alone, or --tta / --tta-shift alone")
+    if args.no_tta:
+        return {"tta_flip": False, "tta_shift": 0}
+    return {"tta_flip": args.tta, "tta_shift": args.tta_shift}
+
+
 def cmd_predict(args) -> int:
     from .inference import predict_files
 
-    results = predict_files(args.model_path, args.images, top_k=args.top_k, invert=args.invert)
+    results = predict_files(args.model_path, args.images, top_k=args.top_k, invert=args.invert,
+                            **_tta_choice(args))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -232,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true",
                        help="download missing dataset files (needs internet)")
 
+    def tta_flags(p):
+        p.add_argument("--tta", action="store_true", default=None,
+                       help="flip test-time augmentation (default: as the model's recipe)")
+        p.add_argument("--tta-shift", type=_nonneg_int, metavar="PIXELS",
+                       help="shift test-time augmentation, see train --tta-shift (default: as the "
+                            "model's recipe)")
+        p.add_argument("--no-tta", action="store_true", help="score the plain model, without the "
+                                                             "recipe's test-time augmentation")
+
     from .models.recipes import DEFAULT_RECIPE
     t = sub.add_parser("train", help=f"train a recipe (default: {DEFAULT_RECIPE} on MNIST)",
                        description="Train a named recipe; every flag overrides the recipe's value. "
@@ -275,9 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model_path", help="a run directory or a model .safetensors file")
     e.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     e.add_argument("--split", choices=["test", "train"], default="test")
-    e.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    e.add_argument("--tta-shift", type=_nonneg_int, metavar="PIXELS",
-                   help="shift test-time augmentation (see train --tta-shift)")
+    tta_flags(e)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--confusion-png", help="also save the confusion matrix as a PNG here")
     data_flags(e)
@@ -295,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=3)
     p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
                    help="greyscale models: invert dark-on-light images (auto: by the border colour)")
+    tta_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
 

@@ -10,6 +10,7 @@ from .autograd import Tensor, no_grad
 from .data import load_dataset
 from .plots import confusion_matrix
 from .train import evaluate
+from .tta import saved_tta, tta_views
 
 
 def locate_weights(path) -> Path:
@@ -24,9 +25,11 @@ def locate_weights(path) -> Path:
 
 
 def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, download=False,
-                        tta_flip=False, tta_shift=0, batch_size=1000) -> dict:
-    """Accuracy, loss, per-class accuracy and confusion matrix of a saved model."""
+                        tta_flip=None, tta_shift=None, batch_size=1000) -> dict:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a saved model, scored with
+    the test-time augmentation of its recipe unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
+    tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     name = dataset or meta["dataset"]
     images, labels = load_dataset(name, split, data_dir=data_dir, download=download)
     expected = tuple(meta["input_shape"])
@@ -40,7 +43,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     return {"dataset": name, "split": split, "accuracy": result["acc"], "loss": result["loss"],
             "classes": classes, "per_class_accuracy": per_class.tolist(), "confusion": matrix,
-            "count": len(labels), "metadata": meta}
+            "count": len(labels), "tta": {"flip": tta_flip, "shift": tta_shift}, "metadata": meta}
 
 
 def load_image(path, channels: int, size: int, invert="auto") -> np.ndarray:
@@ -68,16 +71,20 @@ def load_image(path, channels: int, size: int, invert="auto") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def predict_files(path, files, top_k=3, invert="auto") -> list[dict]:
-    """Class probabilities for each image file, with the top_k classes."""
+def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=None) -> list[dict]:
+    """Class probabilities for each image file, with the top_k classes; the logits are those
+    of the recipe's test-time augmentation unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
+    tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     c, h, _ = meta["input_shape"]
     batch = np.stack([load_image(f, c, h, invert) for f in files]).astype(np.float32) / 255.0
     mean = np.asarray(meta["mean"], np.float32).reshape(1, c, 1, 1)
     std = np.asarray(meta["std"], np.float32).reshape(1, c, 1, 1)
+    views = tta_views(batch, flip=tta_flip, shift=tta_shift)
     model.eval()
     with no_grad():
-        probs = F.softmax(model(Tensor((batch - mean) / std)), axis=1).data
+        logits = sum(model(Tensor((v - mean) / std)).data for v in views) / len(views)
+        probs = F.softmax(Tensor(logits), axis=1).data
     classes = meta["class_names"]
     out = []
     for f, p in zip(files, probs):

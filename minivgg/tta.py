@@ -36,3 +36,20 @@ def shift_images(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     out[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
         x[..., max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
     return out
+
+
+def saved_tta(metadata: dict, flip=None, shift=None) -> tuple[bool, int]:
+    """(flip, shift) for a saved model: what its recipe was scored with, where not given.
+    A model file without a recipe (not written by `minivgg train`) defaults to no TTA."""
+    recipe = metadata.get("recipe") or {}
+    return (bool(recipe.get("tta_flip", False)) if flip is None else bool(flip),
+            int(recipe.get("tta_shift", 0)) if shift is None else int(shift))
+
+
+def describe_tta(flip: bool, shift: int) -> str:
+    """A few words for a log line: which views, and how many."""
+    parts = (["mirror"] if flip else []) + ([f"{shift}-pixel shifts"] if shift else [])
+    if not parts:
+        return "no TTA"
+    views = (2 if flip else 1) * (5 if shift else 1)
+    return f"TTA: {' + '.join(parts)}, {views} views"

@@ -115,7 +115,7 @@ def test_garbage_checkpoint_is_a_clear_error(tmp_path):
 def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     """A few hundred iterations of mnist_5k must clear 97% on the real test set."""
     code, out, err = run_cli("train", "--recipe", "mnist_5k", "--iters", "300", "--batch-size", "64",
-                             "--seed", "0", "--augment-epochs", "1",
+                             "--seed", "0", "--augment-epochs", "1", "--tta-shift", "1",
                              "--out", str(tmp_path / "runs"), "--log-every", "100")
     assert code == 0, err
     accuracy = float(next(line for line in out.splitlines() if line.startswith("test accuracy:")).split()[-1])
@@ -124,18 +124,22 @@ def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     for name in ["config.json", "metrics.csv", "train.log", "curves.png", "loss.png", "confusion.png",
                  "results.json", "model.safetensors", "checkpoints/last.resume.safetensors"]:
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "config.json").read_text())["recipe"]["augment_epochs"] == 1
+    recipe = json.loads((run_dir / "config.json").read_text())["recipe"]
+    assert recipe["augment_epochs"] == 1 and recipe["tta_shift"] == 1
     results = json.loads((run_dir / "results.json").read_text())
     assert results["final_test_acc"] == pytest.approx(accuracy, abs=1e-4)
     assert "ms/step" in (run_dir / "train.log").read_text()
 
-    code, out, err = run_cli("eval", str(run_dir), "--json")
+    code, out, err = run_cli("eval", str(run_dir), "--json")   # with the recipe's TTA, as train scored it
     assert code == 0, err
     evaluated = json.loads(out)
     assert evaluated["accuracy"] == pytest.approx(accuracy, abs=1e-4)
-    code, out, err = run_cli("eval", str(run_dir), "--json", "--tta-shift", "1")
+    assert evaluated["tta"] == {"flip": False, "shift": 1}
+    code, out, err = run_cli("eval", str(run_dir), "--no-tta")
     assert code == 0, err
-    assert 0.97 <= json.loads(out)["accuracy"] <= 1.0
+    assert "(10,000 images; no TTA)" in out
+    code, out, err = run_cli("eval", str(run_dir), "--no-tta", "--tta-shift", "2")
+    assert_one_clear_line(code, err, "--no-tta", "alone")
     assert len(evaluated["per_class_accuracy"]) == 10
     assert np.array(evaluated["confusion"]).sum() == 10_000
 
@@ -153,6 +157,11 @@ def test_end_to_end_train_eval_predict_on_real_mnist(tmp_path):
     assert predictions[0]["prediction"] == str(labels[0])
     assert predictions[1]["prediction"] == str(labels[0])
     assert sum(predictions[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    code, out, err = run_cli("predict", str(run_dir), str(tmp_path / "digit.png"), "--json", "--no-tta")
+    assert code == 0, err
+    plain = json.loads(out)[0]["probabilities"]    # the recipe's shift TTA is the default
+    assert plain != predictions[0]["probabilities"]
+    assert max(abs(plain[k] - v) for k, v in predictions[0]["probabilities"].items()) < 0.2
     code, out, err = run_cli("predict", str(run_dir), str(tmp_path / "notes.txt"))
     assert_one_clear_line(code, err, "notes.txt", "PNG or JPEG")
 

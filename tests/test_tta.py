@@ -115,3 +115,21 @@ def test_torch_twin_evaluates_the_same_views(torch, flip, shift):
     acc, loss = _time_to_accuracy().torch_evaluate(torch, to_torch(model), images, labels, NORM,
                                                    flip, tta_shift=shift, batch_size=24)
     assert acc == pytest.approx(ours["acc"]) and loss == pytest.approx(ours["loss"], rel=1e-4)
+
+
+def test_a_saved_model_is_scored_with_its_recipes_tta_unless_told_otherwise():
+    from minivgg.tta import saved_tta
+    meta = {"recipe": {"tta_flip": True, "tta_shift": 2}}
+    assert saved_tta(meta) == (True, 2)
+    assert saved_tta(meta, flip=False, shift=0) == (False, 0)
+    assert saved_tta(meta, shift=1) == (True, 1)
+    assert saved_tta({"recipe": {"tta_flip": True}}) == (True, 0)    # written before tta_shift
+    assert saved_tta({}) == (False, 0)                               # no recipe: plain model
+
+
+def test_describe_tta_names_the_views():
+    from minivgg.tta import describe_tta
+    assert describe_tta(False, 0) == "no TTA"
+    assert describe_tta(True, 0) == "TTA: mirror, 2 views"
+    assert describe_tta(False, 1) == "TTA: 1-pixel shifts, 5 views"
+    assert describe_tta(True, 2) == "TTA: mirror + 2-pixel shifts, 10 views"
