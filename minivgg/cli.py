@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 EXIT_USAGE = 2
@@ -379,6 +380,14 @@ def main(argv=None) -> int:
     except TrainingInterrupted as e:
         print(f"minivgg: {e}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # whatever read our output stopped early (`minivgg eval RUN | head`): not an error, and
+        # the interpreter's last flush must not fail on the closed pipe either
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 0
     except (CLIError, CheckpointError, TrainingDiverged, ValueError, KeyError, OSError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"minivgg {args.command}: error: {message}", file=sys.stderr)

@@ -95,6 +95,19 @@ def test_error_paths_give_one_clear_line(args, fragments):
     assert_one_clear_line(code, err, *fragments)
 
 
+def test_output_into_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert main(["recipes"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_missing_dataset_says_where_it_looked(tmp_path):
     code, out, err = run_cli("train", "--iters", "1", "--data-dir", str(tmp_path / "empty"),
                              "--out", str(tmp_path / "runs"))
