@@ -114,6 +114,7 @@ GROUPS = (
         Target("mnist_7k_plus3", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_plus4", at_least=0.995, rule="last3_mean", strict=True, max_params=8000),
         Target("mnist_7k_15ep", at_least=0.994, rule="last3_each", max_params=8000),
+        Target("mnist_7k_15ep_tta", at_least=0.994, rule="last3_each", max_params=8000),
         Target("mnist_5k_fast", at_least=0.994),
     )),
     Group("mnist_20k", "MNIST under 20,000 parameters, 12 epochs (seeds/004)", (
