@@ -343,7 +343,9 @@ def epoch_figures(history: list, iteration_based: bool) -> dict:
 
 
 def build_result(recipe: Recipe, results: dict, iter_log: list, *, status: str, command: str,
-                 run_dir, started: str, error: str | None = None) -> dict:
+                 run_dir, started: str, error: str | None = None, git: dict | None = None) -> dict:
+    """One run's JSON record. `git`: git_state() as the command started (the code it imported);
+    read now when not given."""
     history = results.get("history") or []
     iteration_based = bool(recipe.iters)
     figures = epoch_figures(history, iteration_based)
@@ -363,14 +365,15 @@ def build_result(recipe: Recipe, results: dict, iter_log: list, *, status: str, 
         "wall_time_s": results.get("wall_time_s"), "images_per_s": images_per_second(history),
         "history": history,
         "train_loss_by_iteration": {"iterations": iterations, "loss": losses} if iterations else None,
-        **git_state(),
+        **(git if git is not None else git_state()),
         "machine": machine(), "started": started,
         "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command, "run_dir": str(run_dir) if run_dir else None,
     }
 
 
-def run_one(recipe: Recipe, *, out_dir: Path, runs_dir: Path, data_dir, progress, command: str) -> Path:
+def run_one(recipe: Recipe, *, out_dir: Path, runs_dir: Path, data_dir, progress, command: str,
+            git: dict | None = None) -> Path:
     from minivgg.experiment import TrainingDiverged, run_recipe, write_json
 
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -380,11 +383,12 @@ def run_one(recipe: Recipe, *, out_dir: Path, runs_dir: Path, data_dir, progress
     except TrainingDiverged as err:
         # a diverged seed is a result too: it counts against the target
         record = build_result(recipe, {}, [], status="diverged", command=command, run_dir=None,
-                              started=started, error=str(err))
+                              started=started, error=str(err), git=git)
     else:
         results = json.loads((result.run_dir / "results.json").read_text())
         record = build_result(recipe, results, read_iteration_log(result.run_dir), status="completed",
-                              command=command, run_dir=_relative(result.run_dir), started=started)
+                              command=command, run_dir=_relative(result.run_dir), started=started,
+                              git=git)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     print(f"wrote {_relative(path)}: final test accuracy {record['final_test_acc']}", flush=True)
@@ -777,9 +781,10 @@ def cmd_run(args, argv) -> int:
         if recipe.batch_size < 1:
             raise ValueError(f"batch size must be at least 1 (got {recipe.batch_size})")
     command = " ".join([SCRIPT, *map(shlex.quote, argv)])
+    git = git_state()   # now, not after hours of training, when the tree may have moved on
     for recipe in recipes:
         run_one(recipe, out_dir=args.out_dir, runs_dir=args.runs_dir, data_dir=args.data_dir,
-                progress=args.progress, command=command)
+                progress=args.progress, command=command, git=git)
     if args.out_dir.resolve() == RESULTS_DIR.resolve():
         write_figures(RESULTS_DIR)
         write_table(RESULTS_DIR, BENCHMARKS_MD)

@@ -272,6 +272,8 @@ def test_run_writes_one_json_per_run(tmp_path, monkeypatch):
         return experiment.RunResult(run_dir, hist, 0.93, 0.2, 17.0, False)
 
     monkeypatch.setattr(experiment, "run_recipe", fake_run_recipe)
+    states = iter([{"git_commit": "at-the-start", "git_dirty": False}])
+    monkeypatch.setattr(bench, "git_state", lambda: next(states, {"git_commit": "later", "git_dirty": True}))
     out_dir = tmp_path / "results"
     argv = ["run", "mnist_5k", "--seeds", "0", "1", "--set", "epochs=3", "--out-dir", str(out_dir),
             "--runs-dir", str(tmp_path / "runs")]
@@ -283,7 +285,10 @@ def test_run_writes_one_json_per_run(tmp_path, monkeypatch):
     assert rec["final_test_acc"] == 0.93 and rec["mean_last3_test_acc"] == pytest.approx(0.92)
     assert rec["best_epoch"] == 3 and rec["images_per_s"] == pytest.approx(402.0)
     assert rec["command"].startswith("python benchmarks/accuracy.py run mnist_5k --seeds 0 1")
-    assert rec["machine"]["cpu_count"] == os.cpu_count() and rec["git_commit"]
+    assert rec["machine"]["cpu_count"] == os.cpu_count()
+    # the commit the command started from (whose code it imported), for every seed it runs
+    assert [json.loads((out_dir / f).read_text())["git_commit"] for f in files] == ["at-the-start"] * 2
+    assert rec["git_dirty"] is False
     assert rec["status"] == "completed" and rec["train_loss_by_iteration"] is None
 
 
