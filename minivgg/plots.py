@@ -109,8 +109,8 @@ def _format_last(metric: str, value: float, percent: bool) -> str:
     return f"{value:.2f}%" if percent else f"{100 * value:.2f}%"
 
 
-def _draw_series(ax, xs, ys, label: str, color: str, linestyle: str = "-") -> None:
-    marker = "o" if len(xs) <= _MAX_MARKED_POINTS else None
+def _draw_series(ax, xs, ys, label: str, color: str, linestyle: str = "-", marker: str = "o") -> None:
+    marker = marker if len(xs) <= _MAX_MARKED_POINTS else None
     ax.plot(xs, ys, label=label, color=color, linestyle=linestyle, marker=marker,
             markersize=3.5, linewidth=1.6)
 
@@ -303,6 +303,12 @@ def _check_runs(runs) -> list:
     return checked
 
 
+def _run_style(i: int) -> tuple[str, str]:
+    """(colour, marker) of the i-th run of a comparison: the 10 colours of the default cycle,
+    then again with another marker, so that no two of up to 40 runs look alike."""
+    return f"C{i % 10}", "os^D"[i // 10 % 4]
+
+
 def plot_compare(runs, path, title: str | None = None) -> None:
     """Overlay several runs: train loss, test loss, train accuracy, test accuracy (2x2).
 
@@ -324,7 +330,8 @@ def plot_compare(runs, path, title: str | None = None) -> None:
                 linestyle, source = "--", "val, "
             if len(xs):
                 shown_label = f"{label} ({source}last {_format_last(metric, ys[-1], percent)})"
-                _draw_series(ax, xs, ys, shown_label, f"C{i % 10}", linestyle)
+                color, marker = _run_style(i)
+                _draw_series(ax, xs, ys, shown_label, color, linestyle, marker)
         name = "loss" if metric == "loss" else "accuracy"
         ylabel = "accuracy (%)" if metric == "acc" and percent else name
         _finish_panel(ax, "epoch", ylabel, f"{split} {name}", f"no {split} {name} recorded")

@@ -170,6 +170,15 @@ def test_plot_compare(tmp_path):
         plots.plot_compare([("a", history()), ("b", [])], tmp_path / "x.png")
 
 
+def test_plot_compare_gives_every_run_a_look_of_its_own(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: saved.append(figure))
+    plots.plot_compare([(f"run{i}", history(4)) for i in range(23)], tmp_path / "many.png")
+    lines = saved[0].axes[3].lines                          # the test accuracy panel
+    assert len(lines) == 23
+    assert len({(line.get_color(), line.get_marker()) for line in lines}) == 23
+
+
 # ---- atomic writes --------------------------------------------------------------------
 
 def test_plot_accuracy_vs_time(tmp_path):
