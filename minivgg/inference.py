@@ -9,8 +9,8 @@ from . import checkpoint, functional as F
 from .autograd import Tensor, no_grad
 from .data import load_dataset
 from .plots import confusion_matrix
-from .train import evaluate
-from .tta import saved_tta, tta_views
+from .train import averaged_logits, evaluate
+from .tta import saved_tta
 
 
 def locate_weights(path) -> Path:
@@ -80,10 +80,9 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
     batch = np.stack([load_image(f, c, h, invert) for f in files]).astype(np.float32) / 255.0
     mean = np.asarray(meta["mean"], np.float32).reshape(1, c, 1, 1)
     std = np.asarray(meta["std"], np.float32).reshape(1, c, 1, 1)
-    views = tta_views(batch, flip=tta_flip, shift=tta_shift)
     model.eval()
     with no_grad():
-        logits = sum(model(Tensor((v - mean) / std)).data for v in views) / len(views)
+        logits = averaged_logits(model, batch, mean, std, tta_flip, tta_shift)
         probs = F.softmax(Tensor(logits), axis=1).data
     classes = meta["class_names"]
     out = []

@@ -125,11 +125,8 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
         with no_grad():
             for start in range(0, len(images), batch_size):
                 x = images[start:start + batch_size].astype(np.float32) / 255.0
-                views = tta_views(x, flip=tta_flip, shift=tta_shift)
-                if mean is not None:
-                    views = [(v - mean) / std for v in views]
                 y = labels[start:start + batch_size]
-                logits = sum(model(Tensor(v)).data for v in views) / len(views)
+                logits = averaged_logits(model, x, mean, std, tta_flip, tta_shift)
                 loss = F.cross_entropy(Tensor(logits), y, reduction="sum")
                 total_loss += float(loss.data)
                 predictions.append(logits.argmax(axis=1))
@@ -139,6 +136,17 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
     n = max(len(labels), 1)
     return {"loss": total_loss / n, "acc": float((predictions == labels).mean()) if len(labels) else 0.0,
             "predictions": predictions}
+
+
+def averaged_logits(model, x: np.ndarray, mean=None, std=None, tta_flip: bool = False,
+                    tta_shift: int = 0) -> np.ndarray:
+    """The model's logits for float NCHW images `x` in pixel scale, normalised by the `mean` and
+    `std` arrays (None: as they are), averaged over the test-time views of minivgg.tta. The
+    caller puts the model in eval mode and turns gradients off."""
+    views = tta_views(x, flip=tta_flip, shift=tta_shift)
+    if mean is not None:
+        views = [(v - mean) / std for v in views]
+    return sum(model(Tensor(v)).data for v in views) / len(views)
 
 
 def _norm_arrays(normalize, channels):
