@@ -12,7 +12,7 @@ SIZES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 EXPECTED_PARAMS = {
     "vgg_v1": 94_474, "vgg_v2": 95_818, "minivggnet": 2_169_770, "mnist_8k_a": 7_998,
     "mnist_8k_b": 7_936, "mnist_5k": 5_178, "mnist_7k": 7_304, "mnist_20k": 9_458, "lenet5": 61_750,
-    "minivgg_fashion": 871_530, "minivggnet_light": 2_169_770,
+    "minivgg_fashion": 871_530, "minivggnet_light": 2_169_770, "minivgg_fashion_light": 871_530,
 }
 
 
@@ -38,12 +38,14 @@ def test_minivggnet_on_mnist_shapes():
     assert out.shape == (2, 10)
 
 
-def test_minivggnet_light_is_minivggnet_with_lighter_dropout():
+@pytest.mark.parametrize("heavy_name, light_name", [("minivggnet", "minivggnet_light"),
+                                                     ("minivgg_fashion", "minivgg_fashion_light")])
+def test_light_variants_differ_only_in_dropout(heavy_name, light_name):
     def dropout_rates(name):
         return [m.p for m in build(name).modules() if type(m).__name__ == "Dropout"]
-    assert dropout_rates("minivggnet") == [0.25, 0.25, 0.5]
-    assert dropout_rates("minivggnet_light") == [0.1, 0.1, 0.3]
-    heavy, light = build("minivggnet", seed=3), build("minivggnet_light", seed=3)
+    assert dropout_rates(heavy_name) == [0.25, 0.25, 0.5]
+    assert dropout_rates(light_name) == [0.1, 0.1, 0.3]
+    heavy, light = build(heavy_name, seed=3), build(light_name, seed=3)
     for a, b in zip(heavy.state_dict().values(), light.state_dict().values()):
         np.testing.assert_array_equal(a, b)
 
