@@ -185,12 +185,13 @@ def cmd_models(args) -> int:
     from .data import get_dataset_info
     from .models import MODELS, build
 
-    print(f"{'model':<16} {'dataset':<14} {'params':>10}  description")
+    rows = []
     for name, spec in MODELS.items():
         info = get_dataset_info(spec.default_dataset)
         c, h, _ = info.shape
         params = build(name, in_channels=c, num_classes=len(info.classes), image_size=h).num_parameters()
-        print(f"{name:<16} {spec.default_dataset:<14} {params:>10,}  {spec.description}")
+        rows.append((name, spec.default_dataset, f"{params:,}", spec.description))
+    _print_columns(("model", "dataset", "params", "description"), rows, right=(2,))
     return 0
 
 
@@ -200,12 +201,23 @@ def cmd_recipes(args) -> int:
     if args.name:
         print(json.dumps(get_recipe(args.name).to_dict(), indent=2))
         return 0
-    print(f"{'recipe':<20} {'model':<16} {'dataset':<14} {'published':>9}  description")
+    rows = []
     for name, r in RECIPES.items():
         published = f"{r.published:.4f}" if r.published else "-"
         mark = " (default)" if name == DEFAULT_RECIPE else ""
-        print(f"{name:<20} {r.model:<16} {r.dataset:<14} {published:>9}  {r.description}{mark}")
+        rows.append((name, r.model, r.dataset, published, r.description + mark))
+    _print_columns(("recipe", "model", "dataset", "published", "description"), rows, right=(3,))
     return 0
+
+
+def _print_columns(header: tuple, rows: list, right: tuple = ()) -> None:
+    """A plain-text table whose columns are as wide as their longest cell; the last column is
+    left ragged, the columns numbered in `right` are right-aligned."""
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [str(cell).rjust(w) if i in right else str(cell).ljust(w)
+                 for i, (cell, w) in enumerate(zip(row, widths))]
+        print(" ".join(cells) + "  " + str(row[-1]))
 
 
 def cmd_preview(args) -> int:

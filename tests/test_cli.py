@@ -43,6 +43,22 @@ def test_models_lists_the_zoo_with_counts(capsys):
         assert count in line
 
 
+@pytest.mark.parametrize("command, second_column", [("models", "dataset"), ("recipes", "model")])
+def test_listings_keep_their_columns_aligned(capsys, command, second_column):
+    # minivgg_fashion_light is longer than the name column once was, and pushed its row askew
+    assert main([command]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    start = lines[0].index(second_column)
+    for line in lines[1:]:
+        assert line[start - 1] == " " and line[start] != " ", line
+
+
+def test_models_describe_each_net_in_a_whole_sentence():
+    from minivgg.models import MODELS
+    for spec in MODELS.values():
+        assert spec.description.endswith("."), spec.description
+
+
 def test_help_names_the_default_recipe(capsys):
     from minivgg.models import DEFAULT_RECIPE
     with pytest.raises(SystemExit):

@@ -6,6 +6,7 @@ built for the dataset it is trained on, and an optional `rng` for deterministic 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -206,7 +207,10 @@ class ModelSpec:
 
     @property
     def description(self) -> str:
-        return (self.builder.__doc__ or "").strip().split("\n")[0]
+        """The docstring's first sentence, however many lines it spans."""
+        paragraph = " ".join((self.builder.__doc__ or "").strip().split("\n\n")[0].split())
+        match = re.match(r"(.+?\.)(\s|$)", paragraph)
+        return match.group(1) if match else paragraph
 
 
 MODELS = {spec.name: spec for spec in [
