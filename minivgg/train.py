@@ -65,7 +65,8 @@ class LoopState:
 
 
 class WeightEMA:
-    """Exponential moving average of a model's parameters and buffers.
+    """Exponential moving average of a model's parameters. Its buffers (BatchNorm running
+    statistics) are not averaged: each update copies the live model's.
 
     The effective decay warms up as min(decay, (1 + n) / (10 + n)) so that early averages
     are not dominated by the random initialisation.
