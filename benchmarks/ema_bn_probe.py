@@ -25,9 +25,9 @@ import numpy as np
 from minivgg import Tensor
 from minivgg.autograd import no_grad
 from minivgg.data import get_dataset_info, load_dataset
-from minivgg.experiment import make_optimizer, make_scheduler, make_train_loader, validate_recipe
-from minivgg.models import build, get_recipe
-from minivgg.train import Callback, Trainer, _load_module_rng_states, _module_rng_states, evaluate
+from minivgg.experiment import make_trainer, validate_recipe
+from minivgg.models import get_recipe
+from minivgg.train import Callback, _load_module_rng_states, _module_rng_states, evaluate
 
 
 def remeasure_batch_norm(model, images: np.ndarray) -> None:
@@ -87,23 +87,13 @@ def run_probe(recipe_name: str, epochs: int, bn_images: int = 2000, limit: int |
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
         test_data = (test_data[0][:limit], test_data[1][:limit])
-    c, h, _ = info.shape
-    model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
-                  seed=recipe.seed)
-    optimizer = make_optimizer(recipe, model.parameters())
-    normalize = (info.mean, info.std)
-    loader = make_train_loader(recipe, train_images, train_labels, normalize)
-    scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
     mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
     bn_batch = (train_images[:bn_images].astype(np.float32) / 255.0 - mean) / std
     tta = dict(tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift)
-    probe = Probe(test_data, normalize, bn_batch, tta, stop_after=epochs, out=out)
-    trainer = Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
-                      test_data=test_data, normalize=normalize, epochs=recipe.epochs,
-                      label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
-                      ema=recipe.ema, progress=False, log=lambda line: None, callbacks=[probe],
-                      **tta)
+    probe = Probe(test_data, (info.mean, info.std), bn_batch, tta, stop_after=epochs, out=out)
+    trainer = make_trainer(recipe, (train_images, train_labels), test_data, progress=False,
+                           log=lambda line: None, callbacks=[probe])
     trainer.fit()
     return probe.rows
 

@@ -239,6 +239,26 @@ class RunFiles(Callback):
 
 
 # ---- the run ----------------------------------------------------------------------------------
+def make_trainer(recipe: Recipe, train_data, test_data=None, val_data=None, **kwargs) -> Trainer:
+    """The net, optimizer, loader, schedule and Trainer that `recipe` describes, ready to fit on
+    `train_data` (uint8 images, labels); `kwargs` (progress, log, callbacks) go to Trainer."""
+    info = get_dataset_info(recipe.dataset)
+    c, h, _ = info.shape
+    model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
+                  seed=recipe.seed)
+    optimizer = make_optimizer(recipe, model.parameters())
+    normalize = (info.mean, info.std)
+    loader = make_train_loader(recipe, *train_data, normalize)
+    scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
+    return Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
+                   test_data=test_data, val_data=val_data, normalize=normalize,
+                   epochs=None if recipe.iters else recipe.epochs, iters=recipe.iters,
+                   label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
+                   ema=recipe.ema, tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift,
+                   patience=recipe.patience, log_every=recipe.log_every,
+                   eval_every=recipe.eval_every, **kwargs)
+
+
 def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, download=False,
                progress=None, echo=True) -> RunResult:
     """Train `recipe` end to end; returns where everything was written and the final figures."""
@@ -256,17 +276,13 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
         (train_images, train_labels), val_data = train_val_split(
             train_images, train_labels, val_fraction=recipe.val_fraction, seed=recipe.seed)
 
-    c, h, _ = info.shape
-    model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
-                  seed=recipe.seed)
-    optimizer = make_optimizer(recipe, model.parameters())
-    normalize = (info.mean, info.std)
-    loader = make_train_loader(recipe, train_images, train_labels, normalize)
-    scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
+    trainer = make_trainer(recipe, (train_images, train_labels), (test_images, test_labels),
+                           val_data, progress=progress)
+    model = trainer.model
 
     if resume is None:
         run_dir = new_run_dir(out, recipe.name)
-    log = RunLog(run_dir / "train.log", echo=echo)
+    log = trainer.log = RunLog(run_dir / "train.log", echo=echo)
     metadata = {
         "format": "minivgg-run", "recipe": recipe.to_dict(), "model": recipe.model,
         "dataset": recipe.dataset, "num_classes": len(info.classes), "class_names": list(info.classes),
@@ -277,15 +293,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     }
     if resume is None:
         write_json(run_dir / "config.json", metadata)
-    files = RunFiles(run_dir, metadata, log)
-    trainer = Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
-                      test_data=(test_images, test_labels), val_data=val_data, normalize=normalize,
-                      epochs=None if recipe.iters else recipe.epochs, iters=recipe.iters,
-                      label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
-                      ema=recipe.ema, tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift,
-                      patience=recipe.patience,
-                      log_every=recipe.log_every, eval_every=recipe.eval_every, progress=progress,
-                      log=log, callbacks=[files])
+    trainer.callbacks.append(RunFiles(run_dir, metadata, log))
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         log(f"resumed {recipe.name} from {resume} at epoch {trainer.state.epoch}, "
@@ -334,5 +342,5 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
                      trainer.state.stopped_early)
 
 
-__all__ = ["run_recipe", "RunResult", "make_optimizer", "make_scheduler", "make_transform",
+__all__ = ["run_recipe", "RunResult", "make_trainer", "make_optimizer", "make_scheduler", "make_transform",
            "make_train_loader", "new_run_dir", "TrainingDiverged"]
