@@ -75,8 +75,10 @@ class Probe(Callback):
 
 
 def run_probe(recipe_name: str, epochs: int, bn_images: int = 2000, limit: int | None = None,
-              data_dir=None, out=sys.stdout) -> list[dict]:
+              data_dir=None, seed: int | None = None, out=sys.stdout) -> list[dict]:
     recipe = get_recipe(recipe_name)
+    if seed is not None:
+        recipe = recipe.override(seed=seed)
     validate_recipe(recipe)
     if not recipe.ema:
         raise SystemExit(f"error: recipe {recipe_name!r} has no EMA (ema=0); pick one that has, "
@@ -107,11 +109,12 @@ def main(argv=None) -> int:
                    help="training images the statistics are re-measured on")
     p.add_argument("--limit", type=int, help="use only the first N training and test images "
                    "(a smoke test, not a measurement)")
+    p.add_argument("--seed", type=int, help="the recipe's seed (default: its own, 0)")
     p.add_argument("--data-dir", help="dataset root (default: $MINIVGG_DATA)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.bn_images < 1:
         p.error("--epochs and --bn-images must be at least 1")
-    run_probe(args.recipe, args.epochs, args.bn_images, args.limit, args.data_dir)
+    run_probe(args.recipe, args.epochs, args.bn_images, args.limit, args.data_dir, args.seed)
     return 0
 
 
