@@ -81,7 +81,7 @@ def run_probe(recipe_name: str, epochs: int, bn_images: int = 2000, limit: int |
         recipe = recipe.override(seed=seed)
     validate_recipe(recipe)
     if not recipe.ema:
-        raise SystemExit(f"error: recipe {recipe_name!r} has no EMA (ema=0); pick one that has, "
+        raise ValueError(f"recipe {recipe_name!r} has no EMA (ema=0); pick one that has, "
                          f"e.g. fashion_plus2 or cifar10_plus2")
     info = get_dataset_info(recipe.dataset)
     train_images, train_labels = load_dataset(recipe.dataset, "train", data_dir=data_dir)
@@ -114,7 +114,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.epochs < 1 or args.bn_images < 1:
         p.error("--epochs and --bn-images must be at least 1")
-    run_probe(args.recipe, args.epochs, args.bn_images, args.limit, args.data_dir, args.seed)
+    try:
+        run_probe(args.recipe, args.epochs, args.bn_images, args.limit, args.data_dir, args.seed)
+    except (KeyError, ValueError, OSError) as e:  # unknown recipe, missing or bad dataset files
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"ema_bn_probe.py: error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

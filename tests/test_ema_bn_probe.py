@@ -46,6 +46,17 @@ def test_probe_leaves_the_training_as_it_was(monkeypatch):
     assert [r["reported"] for r in probed] == [r["ema_live_bn"] for r in probed]
 
 
-def test_a_recipe_without_ema_is_refused():
-    with pytest.raises(SystemExit, match="has no EMA"):
-        probe.run_probe("mnist_20k", epochs=1)
+@pytest.mark.parametrize("argv, message", [
+    (["mnist_20k"], "recipe 'mnist_20k' has no EMA"),
+    (["nope"], "unknown recipe 'nope'; valid recipes: vgg_v1"),
+])
+def test_bad_input_gets_one_line_and_no_traceback(capsys, argv, message):
+    assert probe.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ema_bn_probe.py: error: {message}") and "Traceback" not in err
+
+
+def test_missing_dataset_names_the_folder(tmp_path, capsys):
+    assert probe.main(["fashion_plus2", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "Traceback" not in err
