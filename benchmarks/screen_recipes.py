@@ -21,8 +21,9 @@ a GPU is there: the point is to try many candidates in minutes). Usage:
 The candidates file is a JSON list of {"name": ..., "recipe": ..., "set": {field: value},
 "model_options": {option: value}, "eval_variants": {variant: {tta field: value}}}. An eval
 variant scores the same trained weights once more under other test-time augmentation
-(tta_flip, tta_shift) every epoch: exactly paired with its candidate, it shows up in the
-table as "candidate+variant". One JSON per run is written to --out as it finishes (a run
+(tta_flip, tta_shift) or with BatchNorm statistics re-measured for the scored (EMA) weights
+on the first N training images (bn_images: N) every epoch: exactly paired with its
+candidate, it shows up in the table as "candidate+variant". One JSON per run is written to --out as it finishes (a run
 whose JSON is already there is not run again, so an interrupted screen continues where it
 stopped), and a table sorted by the mean over seeds of the last-3-epoch validation accuracy
 is printed.
@@ -50,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 
-EVAL_VARIANT_FIELDS = {"tta_flip", "tta_shift"}
+EVAL_VARIANT_FIELDS = {"tta_flip", "tta_shift", "bn_images"}
 
 
 def load_candidates(path: Path) -> list[dict]:
@@ -81,11 +82,44 @@ def load_candidates(path: Path) -> list[dict]:
         try:
             recipe = make_recipe(c, seed=0)
             for v in variants.values():
-                validate_recipe(recipe.override(**v))
+                bn_images = v.get("bn_images", 1)
+                if not isinstance(bn_images, int) or isinstance(bn_images, bool) or bn_images < 1:
+                    raise ValueError(f"bn_images must be a positive number of training images, "
+                                     f"got {bn_images!r}")
+                validate_recipe(recipe.override(**_tta_changes(v)))
             build(recipe.model, dataset=recipe.dataset, **c.get("model_options", {}))
         except (KeyError, ValueError, TypeError) as e:
             raise SystemExit(f"candidate {c['name']!r} in {path}: {e}")
     return candidates
+
+
+def _tta_changes(variant: dict) -> dict:
+    return {k: v for k, v in variant.items() if k != "bn_images"}
+
+
+def remeasure_torch_batch_norm(torch, model, images, normalize, device) -> None:
+    """Replace every BatchNorm's running statistics by those of one train-mode forward pass over
+    `images` (uint8), as benchmarks/ema_bn_probe.py does in minivgg; torch's RNG (dropout) is
+    restored so the training that follows is unchanged. The caller restores the statistics."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(normalize[1], np.float32).reshape(1, -1, 1, 1)
+    x = torch.from_numpy(np.ascontiguousarray((images.astype(np.float32) / 255.0 - mean) / std))
+    try:
+        for m in norms:
+            m.momentum = 1.0
+        model.train()
+        with torch.no_grad():
+            model(x.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
 
 
 def make_recipe(candidate: dict, seed: int):
@@ -116,6 +150,7 @@ def train_one(job: tuple) -> dict:
                                   torch_train_epoch, with_ema_weights)
 
     torch.set_num_threads(1)
+    torch.manual_seed(seed)  # dropout draws from torch's RNG: without this a net with dropout trains differently each time
     recipe = make_recipe(candidate, seed)
     info = get_dataset_info(recipe.dataset)
     images, labels = load_dataset(recipe.dataset, "train", data_dir=data_dir)
@@ -141,13 +176,20 @@ def train_one(job: tuple) -> dict:
         if not math.isfinite(train_loss):
             raise RuntimeError(f"{candidate['name']} seed {seed}: the loss became {train_loss} "
                                f"in epoch {epoch}")
-        def validate(r):
-            return with_ema_weights(model, ema, lambda: torch_evaluate(
-                torch, model, val_x, val_y, normalize, r.tta_flip, device, batch_size=2000,
-                tta_shift=r.tta_shift))
+        def validate(r, bn_images=0):
+            def score():
+                if bn_images:
+                    remeasure_torch_batch_norm(torch, model, train_x[:bn_images], normalize, device)
+                return torch_evaluate(torch, model, val_x, val_y, normalize, r.tta_flip, device,
+                                      batch_size=2000, tta_shift=r.tta_shift)
+            saved = {k: v.clone() for k, v in model.state_dict().items()}
+            try:
+                return with_ema_weights(model, ema, score)
+            finally:
+                model.load_state_dict(saved)  # the re-measured statistics must not stay
 
         val_acc, val_loss = validate(recipe)
-        variants = {name: validate(recipe.override(**v))[0]
+        variants = {name: validate(recipe.override(**_tta_changes(v)), v.get("bn_images", 0))[0]
                     for name, v in candidate.get("eval_variants", {}).items()}
         epochs.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "val_loss": val_loss, "val_acc": val_acc,

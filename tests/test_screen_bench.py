@@ -35,6 +35,7 @@ def _write(tmp_path, candidates, name="c.json"):
     ([{"name": "a", "recipe": "vgg_v1"}], "epoch-based"),
     ([{"name": "a", "recipe": "mnist_5k", "eval_variants": {"v": {"lr": 0.1}}}], "eval_variants must map"),
     ([{"name": "a", "recipe": "mnist_5k", "eval_variants": {"v": {"tta_shift": -1}}}], "tta_shift"),
+    ([{"name": "a", "recipe": "mnist_5k", "eval_variants": {"v": {"bn_images": 0}}}], "bn_images"),
 ])
 def test_bad_candidates_are_refused_with_the_reason(tmp_path, candidates, message):
     with pytest.raises(SystemExit, match=message):
@@ -133,3 +134,21 @@ def test_smoke_run_trains_on_the_split_and_never_loads_the_test_set(tmp_path, to
     assert result["parameters"] == 7304 and [e["epoch"] for e in result["epochs"]] == [1, 2]
     assert 0.0 <= result["last3_val_acc"] <= 1.0 and result["recipe"]["ema"] == 0.99
     assert all(0.0 <= e["variant_val_acc"]["shift1"] <= 1.0 for e in result["epochs"])
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not os.environ.get("MINIVGG_DATA"),
+                    reason="MINIVGG_DATA is not set: the screening smoke run needs MNIST")
+def test_a_bn_images_variant_leaves_the_training_as_it_was(tmp_path, torch):
+    # mnist_20k has dropout, so re-measuring in train mode draws from torch's RNG
+    base = {"name": "tiny", "recipe": "mnist_20k", "set": {"epochs": 2, "ema": 0.99}}
+    results = {}
+    for name, variants in [("plain", {}), ("probed", {"bn": {"bn_images": 64}})]:
+        candidates = _write(tmp_path, [dict(base, eval_variants=variants)], name=f"{name}.json")
+        out = tmp_path / name
+        assert screen.main([str(candidates), "--limit-train", "600", "--seeds", "0",
+                            "--out", str(out)]) == 0
+        results[name] = json.loads((out / "tiny-s0.json").read_text())["epochs"]
+    for plain, probed in zip(results["plain"], results["probed"]):
+        assert plain["train_loss"] == probed["train_loss"] and plain["val_acc"] == probed["val_acc"]
+        assert 0.0 <= probed["variant_val_acc"]["bn"] <= 1.0
