@@ -23,14 +23,15 @@ The candidates file is a JSON list of {"name": ..., "recipe": ..., "set": {field
 variant scores the same trained weights once more under other test-time augmentation
 (tta_flip, tta_shift) or with BatchNorm statistics re-measured for the scored (EMA) weights
 on the first N training images (bn_images: N) every epoch: exactly paired with its
-candidate, it shows up in the table as "candidate+variant". One JSON per run is written to --out as it finishes (a run
-whose JSON is already there is not run again, so an interrupted screen continues where it
-stopped), and a table sorted by the mean over seeds of the last-3-epoch validation accuracy
-is printed.
+candidate, it shows up in the table as "candidate+variant". One JSON per run is written to
+--out as it finishes (a run whose JSON is already there is not run again, so an interrupted
+screen continues where it stopped), and a table sorted by the mean over seeds of the
+last-3-epoch validation accuracy is printed.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -97,12 +98,13 @@ def _tta_changes(variant: dict) -> dict:
     return {k: v for k, v in variant.items() if k != "bn_images"}
 
 
-def remeasure_torch_batch_norm(torch, model, images, normalize, device) -> None:
-    """Replace every BatchNorm's running statistics by those of one train-mode forward pass over
-    `images` (uint8), as benchmarks/ema_bn_probe.py does in minivgg; torch's RNG (dropout) is
-    restored so the training that follows is unchanged. The caller restores the statistics."""
+@contextlib.contextmanager
+def remeasured_torch_batch_norm(torch, model, images, normalize, device):
+    """Inside the block every BatchNorm's running statistics are those of one train-mode forward
+    pass over `images` (uint8), as benchmarks/ema_bn_probe.py does in minivgg. On exit the
+    statistics, the momenta and torch's RNG (dropout) are as before, so training is unchanged."""
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
+    saved = [(m.momentum, {k: b.clone() for k, b in m.named_buffers()}) for m in norms]
     rng = torch.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     mean = np.asarray(normalize[0], np.float32).reshape(1, -1, 1, 1)
@@ -114,9 +116,13 @@ def remeasure_torch_batch_norm(torch, model, images, normalize, device) -> None:
         model.train()
         with torch.no_grad():
             model(x.to(device))
+        yield
     finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
+        with torch.no_grad():
+            for m, (momentum, buffers) in zip(norms, saved):
+                m.momentum = momentum
+                for k, b in m.named_buffers():
+                    b.copy_(buffers[k])
         torch.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
@@ -150,7 +156,7 @@ def train_one(job: tuple) -> dict:
                                   torch_train_epoch, with_ema_weights)
 
     torch.set_num_threads(1)
-    torch.manual_seed(seed)  # dropout draws from torch's RNG: without this a net with dropout trains differently each time
+    torch.manual_seed(seed)  # dropout draws from torch's RNG: unseeded, no two runs would agree
     recipe = make_recipe(candidate, seed)
     info = get_dataset_info(recipe.dataset)
     images, labels = load_dataset(recipe.dataset, "train", data_dir=data_dir)
@@ -178,15 +184,11 @@ def train_one(job: tuple) -> dict:
                                f"in epoch {epoch}")
         def validate(r, bn_images=0):
             def score():
-                if bn_images:
-                    remeasure_torch_batch_norm(torch, model, train_x[:bn_images], normalize, device)
-                return torch_evaluate(torch, model, val_x, val_y, normalize, r.tta_flip, device,
-                                      batch_size=2000, tta_shift=r.tta_shift)
-            saved = {k: v.clone() for k, v in model.state_dict().items()}
-            try:
-                return with_ema_weights(model, ema, score)
-            finally:
-                model.load_state_dict(saved)  # the re-measured statistics must not stay
+                with (remeasured_torch_batch_norm(torch, model, train_x[:bn_images], normalize,
+                                                  device) if bn_images else contextlib.nullcontext()):
+                    return torch_evaluate(torch, model, val_x, val_y, normalize, r.tta_flip,
+                                          device, batch_size=2000, tta_shift=r.tta_shift)
+            return with_ema_weights(model, ema, score)
 
         val_acc, val_loss = validate(recipe)
         variants = {name: validate(recipe.override(**_tta_changes(v)), v.get("bn_images", 0))[0]
