@@ -27,7 +27,8 @@ from minivgg.autograd import no_grad
 from minivgg.data import get_dataset_info, load_dataset
 from minivgg.experiment import make_trainer, validate_recipe
 from minivgg.models import get_recipe
-from minivgg.train import Callback, _load_module_rng_states, _module_rng_states, evaluate
+from minivgg.train import (Callback, _load_module_rng_states, _module_rng_states, _norm_arrays,
+                           evaluate)
 
 
 def remeasure_batch_norm(model, images: np.ndarray) -> None:
@@ -89,8 +90,7 @@ def run_probe(recipe_name: str, epochs: int, bn_images: int = 2000, limit: int |
     if limit:
         train_images, train_labels = train_images[:limit], train_labels[:limit]
         test_data = (test_data[0][:limit], test_data[1][:limit])
-    mean = np.asarray(info.mean, np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(info.std, np.float32).reshape(1, -1, 1, 1)
+    mean, std = _norm_arrays((info.mean, info.std), info.shape[0])
     bn_batch = (train_images[:bn_images].astype(np.float32) / 255.0 - mean) / std
     tta = dict(tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift)
     probe = Probe(test_data, (info.mean, info.std), bn_batch, tta, stop_after=epochs, out=out)
