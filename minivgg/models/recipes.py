@@ -65,6 +65,21 @@ class Recipe:
             changes["iters"] = None
         return dataclasses.replace(self, **changes)
 
+    def with_changes(self, **changes) -> "Recipe":
+        """A copy with fields set from JSON values (lists where the recipe keeps tuples), as a
+        recipe file or `--set field=value` gives them. Unlike `override`, None sets a field to
+        None (there it means "flag not given")."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; valid: "
+                             f"{[f.name for f in dataclasses.fields(self)]}")
+        d = self.to_dict()
+        if "iters" in changes and "epochs" not in changes:
+            d["epochs"] = None
+        if "epochs" in changes and "iters" not in changes:
+            d["iters"] = None
+        return Recipe.from_dict({**d, **changes})
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
@@ -87,7 +102,7 @@ class Recipe:
 
 # one resampling for rotation, shift and scale together (rotate-then-affine would blur twice)
 MNIST_AFFINE = ({"name": "RandomAffine", "degrees": 7.0, "translate": (0.1, 0.1), "scale": (0.95, 1.05)},)
-# lighter: no scaling, half the shift; chosen for mnist_5k and mnist_7k_plus2 on validation
+# lighter: no scaling, half the shift; chosen for mnist_5k and mnist_7k_plus2 on validation splits
 MNIST_LIGHT_AFFINE = ({"name": "RandomAffine", "degrees": 5.0, "translate": (0.05, 0.05)},)
 CIFAR_CROP_FLIP = ({"name": "RandomCrop", "size": 32, "padding": 4},
                    {"name": "RandomHorizontalFlip", "p": 0.5})
@@ -99,8 +114,7 @@ _NESTEROV_ONECYCLE_01 = dict(source="ours", optimizer="sgd", lr=0.1, momentum=0.
                              weight_decay=5e-4, schedule="onecycle", max_lr=0.1, batch_size=128,
                              tta_flip=True)
 
-# mnist_7k_plus2 is named here because mnist_7k_plus3/plus4 and the two 15-epoch mnist_7k recipes
-# are it with one or two fields changed; its comment is where it stands in the list below.
+# named here because mnist_7k_plus3/plus4 and the two 15-epoch mnist_7k recipes derive from it
 _MNIST_7K_PLUS2 = Recipe(
     "mnist_7k_plus2", "mnist_7k", "mnist",
     "ours: mnist_7k (7,304 params), Nesterov OneCycle (max 0.2), light affine augmentation, "
@@ -130,12 +144,8 @@ _RECIPES = [
     Recipe("mnist_8k_b", "mnist_8k_b", "mnist", "7,936 params, SGD 0.01 momentum 0.1, 15 epochs",
            source="seeds/002 model 2", published=0.989, optimizer="sgd", lr=0.01, momentum=0.1,
            batch_size=64, epochs=15),
-    # The write-up names OneCycle and "image augmentation" but neither the peak LR nor the
-    # transforms: ours are chosen on validation splits, never on the test set. First among four
-    # candidates (2 seeds each, BENCHMARKS.md's Other runs: affine 7 deg / 0.1 / 0.95-1.05, peak
-    # 0.1), then among six by benchmarks/screen_recipes.py (6 seeds each, results/screening/
-    # mnist_5k): lighter affine augmentation and a peak of 0.2, mean validation accuracy of the
-    # last 3 epochs 0.9927 +- 0.0004 against 0.9918 +- 0.0009 for the first choice.
+    # The write-up names OneCycle and "image augmentation" but not the peak LR or transforms:
+    # ours were chosen on validation splits (BENCHMARKS.md, mnist_5k's note).
     Recipe("mnist_5k", "mnist_5k", "mnist",
            "5,178 params, SGD + OneCycle (max 0.2), light affine augmentation, 15 epochs",
            source="seeds/002 model 3", published=0.994, optimizer="sgd", lr=0.2, momentum=0.9,
@@ -167,57 +177,38 @@ _RECIPES = [
            source="ours", optimizer="sgd", lr=0.08, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.08, pct_start=0.25, batch_size=128, epochs=15,
            label_smoothing=0.05, ema=0.999, augment=MNIST_AFFINE),
-    # Chosen by validation accuracy (10% split, seed 0) among mnist_5k at 30 epochs and
-    # mnist_7k at 20 and 30 epochs; the Other runs table of BENCHMARKS.md lists them.
+    # mnist_7k at 30 epochs won a validation comparison against mnist_5k at 30 and mnist_7k at 20.
     Recipe("mnist_7k_plus", "mnist_7k", "mnist",
            "ours: mnist_7k (7,304 params), Nesterov OneCycle (max 0.1), affine augmentation, 30 epochs",
            source="ours", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.1, pct_start=0.2, batch_size=64, epochs=30,
            augment=MNIST_AFFINE),
-    # Screened in PyTorch on a GPU, on validation splits only (benchmarks/screen_recipes.py;
-    # 8 candidates x 6 seeds, benchmarks/results/screening/): the lighter augmentation, peak LR
-    # 0.2 and EMA raised the mean validation accuracy of the last 3 epochs from 0.9931 to 0.9942.
+    # mnist_7k_plus underfit its augmentation: lighter affine, a higher peak LR and EMA won a
+    # validation screen (BENCHMARKS.md, mnist_7k_plus2's note).
     _MNIST_7K_PLUS2,
-    # mnist_7k_plus2 with augmentation for the first 25 epochs only: the last 5, at the bottom
-    # of the OneCycle, train on the images as they are. Screened against mnist_7k_plus2 on
-    # validation splits (CPU, 3 seeds, benchmarks/results/screening/mnist_sub8k_4): +0.06
-    # points, gained in every seed; on the test set it is level with mnist_7k_plus2 (0.9949).
+    # The last 5 epochs, at the bottom of the OneCycle, train on the images as they are, so the
+    # net fits the clean digits it is tested on.
     _MNIST_7K_PLUS2.override(
         name="mnist_7k_plus3",
         description="ours: mnist_7k_plus2 with augmentation off for the last 5 of its 30 epochs",
         augment_epochs=25),
-    # mnist_7k_plus2 scored with shift test-time augmentation: the logits averaged over the image
-    # and the image moved 1 pixel left, right, up and down (5 views). Screened as an eval-only
-    # variant of the same trained weights on validation splits (exactly paired, CPU,
-    # benchmarks/results/screening/mnist_tta): the 1-pixel shifts gained in every pair of
-    # mnist_7k_plus2 and of its 15-epoch cut; less, and not in every seed, after mnist_7k_plus3's
-    # clean last epochs. On the test set: 0.9957 +- 0.0002 mean of the last 3 epochs (3 seeds), the same weights
-    # 0.07-0.18 points lower without the shifts.
+    # Logits averaged over the image and the image moved 1 pixel each way (5 views): trained
+    # with shifts, the net reads a digit slightly off centre as well as centred.
     _MNIST_7K_PLUS2.override(
         name="mnist_7k_plus4",
         description="ours: mnist_7k_plus2 with 1-pixel shift test-time augmentation",
         tta_shift=1),
-    # mnist_7k_plus2 cut to the published 15 epochs: "99.4% under 8k parameters in 15 epochs"
-    # with our recipe, beside the faithful mnist_5k. Screened against mnist_5k's own recipe on
-    # validation splits (CPU, paired, 3 seeds, benchmarks/results/screening/mnist_15ep):
-    # 0.9932 +- 0.0005 against 0.9921 +- 0.0013, mean of the last 3 epochs. On the test set it
-    # is level with mnist_5k: 0.9947 mean final, 0.994 held over the last 3 epochs in 2 seeds of 3.
+    # mnist_7k_plus2 in the write-up's 15 epochs, to set our recipe beside the faithful mnist_5k.
     _MNIST_7K_PLUS2.override(
         name="mnist_7k_15ep", description="ours: mnist_7k_plus2 in the published 15 epochs",
         epochs=15),
-    # mnist_7k_15ep scored with 1-pixel shift TTA, as mnist_7k_plus4 is mnist_7k_plus2: the same
-    # validation screen (benchmarks/results/screening/mnist_tta) put the shifts +0.04 points above
-    # the plain 15-epoch weights, gaining in each of 3 seeds (+0.02 to +0.05). On the test set
-    # every seed holds 0.994 in each of its last 3 epochs (lowest 0.9944; mnist_7k_15ep: 0.9938).
+    # mnist_7k_15ep scored with 1-pixel shift TTA, as mnist_7k_plus4 is mnist_7k_plus2.
     _MNIST_7K_PLUS2.override(
         name="mnist_7k_15ep_tta",
         description="ours: mnist_7k_15ep with 1-pixel shift test-time augmentation",
         epochs=15, tta_shift=1),
-    # For time to 99.4% (benchmarks/time_to_accuracy.py): mnist_5k in 8 epochs. Screened on
-    # validation splits (4 candidates x 4 seeds, benchmarks/results/screening/mnist_fast): batch
-    # 128 and a peak of 0.3 ended at 0.9922 +- 0.0002 against 0.9918 for batch 64 / peak 0.2,
-    # and a batch of 128 trains faster per image. On the test set it misses 0.994 (0.9934 mean
-    # final over 3 seeds, BENCHMARKS.md): 8 epochs are too few.
+    # For time to 99.4% (benchmarks/time_to_accuracy.py): a larger batch trains faster per
+    # image, and batch 128 with a higher peak won a validation screen at 8 epochs.
     Recipe("mnist_5k_fast", "mnist_5k", "mnist",
            "ours: mnist_5k in 8 epochs for time to accuracy, batch 128, OneCycle (max 0.3), "
            "light affine augmentation",
@@ -231,18 +222,14 @@ _RECIPES = [
            "ours: MiniVGGNet with crop + flip, Nesterov OneCycle, label smoothing, EMA, flip TTA",
            **_NESTEROV_ONECYCLE_01, epochs=30, label_smoothing=0.1, ema=0.999,
            augment=CIFAR_CROP_FLIP),
-    # cifar10_plus underfit: its train accuracy (0.857, under crop + flip with dropout
-    # .25/.25/.5, label smoothing and weight decay) ended below its test accuracy (0.870).
-    # So: lighter dropout, no label smoothing, 35 epochs. Not screened on a validation split
-    # (one run is over an hour on 2 cores); reasoned from the train accuracy alone.
+    # cifar10_plus underfit (train accuracy below test accuracy): lighter dropout, no label
+    # smoothing, longer; reasoned from that train accuracy, not screened on validation.
     Recipe("cifar10_plus2", "minivggnet_light", "cifar10",
            "ours: MiniVGGNet with lighter dropout, crop + flip, Nesterov OneCycle, EMA, flip TTA, "
            "35 epochs",
            **_NESTEROV_ONECYCLE_01, epochs=35, ema=0.999, augment=CIFAR_CROP_FLIP),
-    # fashion_plus underfit as cifar10_plus did: train accuracy 0.932 under crop + flip, the
-    # net's dropout, label smoothing 0.1 and weight decay, and 20 epochs ended still climbing.
-    # So cifar10_plus2's changes: lighter dropout, no label smoothing, EMA, 25 epochs. Not
-    # screened on a validation split; reasoned from the train accuracy alone.
+    # fashion_plus underfit as cifar10_plus did: cifar10_plus2's changes, reasoned from its train
+    # accuracy, not screened on validation.
     Recipe("fashion_plus2", "minivgg_fashion_light", "fashion-mnist",
            "ours: mini VGG with lighter dropout, crop + flip, Nesterov OneCycle, EMA, flip TTA, "
            "25 epochs",
@@ -250,8 +237,7 @@ _RECIPES = [
 ]
 
 RECIPES = {r.name: r for r in _RECIPES}
-# The default run (README quickstart): mnist_20k, 0.9944 mean final test accuracy in 12 epochs
-# (BENCHMARKS.md). mnist_7k_plus2 ends higher (0.9950) but trains 30 epochs.
+# The default run (README quickstart): the write-up's 99.4% in 12 epochs, a few minutes on a CPU.
 DEFAULT_RECIPE = "mnist_20k"
 
 
