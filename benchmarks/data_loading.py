@@ -1,6 +1,6 @@
 """Timings of the data layer on the real datasets.
 
-    MINIVGG_DATA=../shared/datasets python -m minivgg.data.bench
+    MINIVGG_DATA=../shared/datasets python benchmarks/data_loading.py
 
 Prints: loading MNIST (train + test) and CIFAR-10; augmentation cost per 128-batch;
 and an epoch of the MNIST loader with augmentation and a simulated training step,
@@ -14,9 +14,11 @@ import time
 
 import numpy as np
 
-from .loader import DataLoader
-from .sources import load_dataset
-from .transforms import Compose, RandomAffine, RandomCrop, RandomHorizontalFlip, RandomRotation
+import common  # noqa: F401  (puts the repository on sys.path)
+from minivgg.data.loader import DataLoader
+from minivgg.data.sources import load_dataset
+from minivgg.data.transforms import (Compose, RandomAffine, RandomCrop, RandomHorizontalFlip,
+                                     RandomRotation)
 
 
 def _seconds(fn, repeat: int = 1) -> float:
@@ -44,7 +46,7 @@ def _epoch(loader, step, limit: int) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minivgg.data.bench")
+    parser = argparse.ArgumentParser(prog="benchmarks/data_loading.py")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--batches", type=int, default=200, help="batches per timed epoch")
     args = parser.parse_args(argv)
