@@ -181,6 +181,18 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.model_path, out=args.out, normalize=not args.no_normalize)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    scale = "normalised as in training" if args.no_normalize else "pixels / 255"
+    print(f"wrote {out}: input 'image' float32 (N, C, H, W), {scale}; output 'logits'")
+    return 0
+
+
 def cmd_models(args) -> int:
     from .data import get_dataset_info
     from .models import MODELS, build
@@ -328,6 +340,19 @@ def build_parser() -> argparse.ArgumentParser:
     tta_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a saved model to ONNX",
+                       description="Write a saved model as an ONNX graph (eval mode: BatchNorm with "
+                                   "its running statistics, no dropout; free batch dimension), with "
+                                   "the class names, mean and std in its metadata. Needs "
+                                   "pip install 'minivgg[onnx]'.")
+    x.add_argument("model_path", help="a run directory or a model .safetensors file")
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="the only format: onnx")
+    x.add_argument("--out", help="output file (default: model.onnx beside the weights)")
+    x.add_argument("--no-normalize", action="store_true",
+                   help="leave the mean/std normalisation out of the graph (it stays in the "
+                        "metadata); by default the graph takes pixels / 255")
+    x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(func=cmd_models)
