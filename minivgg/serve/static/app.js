@@ -90,6 +90,7 @@
       const value = document.createElement("span");
       value.className = "p"; value.textContent = `${(probability * 100).toFixed(1)}%`;
       const track = document.createElement("span");
+      track.className = "track";
       track.appendChild(bar);
       item.append(name, track, value);
       return item;
