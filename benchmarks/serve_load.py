@@ -193,8 +193,11 @@ def render(record: dict) -> str:
         f"{c['median_ms']:.1f} | {c['p95_ms']:.1f} | {c['first_100_median_ms']:.1f} | "
         f"{c['last_100_median_ms']:.1f} | {rss['after_concurrent']:.1f} |",
         "",
-        "The server answers one prediction at a time (the model is shared), so concurrent "
-        "connections queue rather than add throughput.",
+        "The model runs one prediction at a time (behind a lock); decoding the upload and "
+        "encoding the answer's PNGs run in each connection's own thread, outside it."
+        + (f" The load average above {m['cpu_count']} means other processes shared the cores: "
+           f"these figures are lower bounds for a quiet machine." if record["load_average"][0]
+           > m["cpu_count"] else ""),
         END,
     ])
 
