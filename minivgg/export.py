@@ -282,9 +282,6 @@ def to_onnx(model: nn.Module, input_shape, *, mean=None, std=None, class_names=N
         raise ExportError(f"input_shape must be (C, H, W) with positive sizes, got {input_shape}")
     channels = input_shape[0]
     layers = [(name, layer) for name, layer in _flat_layers(model) if not isinstance(layer, _SKIPPED)]
-    for name, layer in layers:
-        if isinstance(layer, nn.Sequential) or type(layer).forward is nn.Module.forward:
-            raise ExportError(f"layer {name}: cannot export a {type(layer).__name__}")
 
     graph = _Graph(onnx)
     x = INPUT_NAME
