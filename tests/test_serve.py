@@ -303,3 +303,21 @@ def test_cli_serve_errors_are_one_line(tmp_path, digits_model, capsys):
         assert main(["serve", str(digits_model), "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_fashion_model_gets_the_whole_picture_resized_and_inverted(tmp_path):
+    """Fashion-MNIST items fill their frame, light on dark: no cropping to the ink, and a
+    dark-on-light photo is inverted."""
+    path = _save(tmp_path / "f.safetensors", "lenet5", (1, 28, 28), [f"c{i}" for i in range(10)],
+                 "fashion-mnist")
+    predictor = Predictor(path)
+    assert predictor.preprocess == "resize"
+    photo = np.full((56, 56), 255, np.uint8)
+    photo[14:42, 20:36] = 0                              # a dark item on white, in the middle
+    pixels = predictor.decode(_png(photo))[0]
+    inside = np.zeros((28, 28), bool)
+    inside[8:20, 11:17] = True                           # the item at half size, less its edge
+    outside = np.ones((28, 28), bool)
+    outside[6:22, 9:19] = False
+    assert (pixels[inside] >= 250).all() and (pixels[outside] <= 5).all()
+    assert Predictor(path, preprocess="mnist").decode(_png(photo))[0][4:24].any(axis=1).all()
