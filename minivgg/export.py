@@ -9,7 +9,8 @@ with `normalize=False` the input is already normalised, and the metadata says wi
 output is the logits, (N, num_classes); test-time augmentation is not part of the graph.
 
 The model's metadata travels in the ONNX file's `metadata_props` as strings (lists and dicts
-as JSON): class_names, mean, std, input_shape, dataset, model, normalization.
+as JSON): class_names, mean, std, input_shape, dataset, model, normalization, and for a saved
+run the test-time augmentation its recipe is scored with.
 """
 from __future__ import annotations
 
@@ -359,12 +360,16 @@ def export_checkpoint(path, out=None, normalize: bool = True):
 
     from .checkpoint import load_model
     from .inference import locate_weights
+    from .tta import describe_tta, saved_tta
 
     require_onnx()
     weights = locate_weights(path)
     model, meta = load_model(weights)
     out = Path(out) if out is not None else weights.with_suffix(".onnx")
     keep = {k: meta[k] for k in ("model", "dataset", "num_classes", "model_options") if k in meta}
+    flip, shift = saved_tta(meta)
+    keep["test_time_augmentation"] = (describe_tta(flip, shift) + " (not in the graph: average the "
+                                      "logits of those views yourself)" if flip or shift else "none")
     proto = to_onnx(model, meta["input_shape"], mean=meta.get("mean"), std=meta.get("std"),
                     class_names=meta.get("class_names"), normalize=normalize, metadata=keep)
     with atomic_write_path(out) as temp:

@@ -183,6 +183,7 @@ def test_cli_exports_a_run_and_the_file_matches(tmp_path, capsys):
     props = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(props["class_names"]) == ["zero", "one", "two"]
     assert props["dataset"] == "my-folder" and props["model"] == "mnist_5k"
+    assert props["test_time_augmentation"] == "none"
     _assert_matches(model, proto, (1, 28, 28), [0.2], [0.3])
 
     out = tmp_path / "elsewhere.onnx"
