@@ -181,6 +181,26 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export_checkpoint
+
+    try:
+        out = export_checkpoint(args.model_path, out=args.out, normalize=not args.no_normalize)
+    except ImportError as e:
+        raise CLIError(str(e)) from None
+    scale = "normalised as in training" if args.no_normalize else "pixels / 255"
+    print(f"wrote {out}: input 'image' float32 (N, C, H, W), {scale}; output 'logits'")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.model_path, host=args.host, port=args.port, top_k=args.top_k,
+          preprocess=args.preprocess, max_upload=args.max_upload_mb * 1024 * 1024)
+    return 0
+
+
 def cmd_models(args) -> int:
     from .data import get_dataset_info
     from .models import MODELS, build
@@ -328,6 +348,37 @@ def build_parser() -> argparse.ArgumentParser:
     tta_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
+
+    x = sub.add_parser("export", help="export a saved model to ONNX",
+                       description="Write a saved model as an ONNX graph (eval mode: BatchNorm with "
+                                   "its running statistics, no dropout; free batch dimension), with "
+                                   "the class names, mean and std in its metadata. Needs "
+                                   "pip install 'minivgg[onnx]'.")
+    x.add_argument("model_path", help="a run directory or a model .safetensors file")
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="the only format: onnx")
+    x.add_argument("--out", help="output file (default: model.onnx beside the weights)")
+    x.add_argument("--no-normalize", action="store_true",
+                   help="leave the mean/std normalisation out of the graph (it stays in the "
+                        "metadata); by default the graph takes pixels / 255")
+    x.set_defaults(func=cmd_export)
+
+    w = sub.add_parser("serve", help="a local web page to draw on or drop images, with predictions "
+                                     "and feature maps",
+                       description="Serve a page where you draw a digit or drop an image and see "
+                                   "the top classes, the image as the net saw it and each conv "
+                                   "layer's feature maps. Listens on 127.0.0.1 unless --host says "
+                                   "otherwise.")
+    w.add_argument("model_path", help="a run directory or a model .safetensors file")
+    w.add_argument("--port", type=_nonneg_int, default=8000, help="TCP port (default 8000; 0: any free one)")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, "
+                                                       "this machine only)")
+    w.add_argument("--top-k", type=_positive_int, default=5, help="classes shown (default 5)")
+    w.add_argument("--preprocess", choices=["auto", "mnist", "resize"], default="auto",
+                   help="mnist: crop to the ink, fit 20x20 and centre, as MNIST's digits were made; "
+                        "resize: scale the whole image; auto: mnist for MNIST models, else resize")
+    w.add_argument("--max-upload-mb", type=_positive_int, default=8,
+                   help="largest image accepted, in MiB (default 8)")
+    w.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(func=cmd_models)

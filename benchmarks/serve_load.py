@@ -1,0 +1,255 @@
+"""Load test of `minivgg serve` on loopback: requests per second, latency, and the server's
+memory before and after many predictions in a row.
+
+Starts `python -m minivgg serve MODEL --port 0` as a child process (listening on 127.0.0.1),
+sends it drawn digits (280x280 PNGs, as the page's canvas sends them): first --warmup
+predictions, then --requests predictions one after another on one keep-alive connection, then
+--requests more from --clients concurrent connections. The server's resident memory (VmRSS
+from /proc) is read after the warm-up and after each phase. Results go to a JSON file;
+`--render` writes the section of BENCHMARKS.md from it.
+
+    python benchmarks/serve_load.py                 # 1,000 + 1,000 predictions, mnist_20k
+    python benchmarks/serve_load.py --render-only
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import http.client
+import io
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "tests" / "data" / "mnist_20k_digits.safetensors"
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "serve" / "load.json"
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- serve:begin -->", "<!-- serve:end -->"
+
+
+def drawn_digits(count: int, seed: int = 0) -> list[bytes]:
+    """PNGs of strokes on a white 280x280 canvas (ones, sevens and zeros, placed at random)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in range(count):
+        img = Image.new("RGB", (280, 280), "white")
+        draw = ImageDraw.Draw(img)
+        x, y = rng.integers(60, 220), rng.integers(60, 220)
+        width = int(rng.integers(14, 26))
+        kind = i % 3
+        if kind == 0:
+            draw.line([(x, y - 70), (x + rng.integers(-15, 15), y + 70)], fill="black", width=width)
+        elif kind == 1:
+            draw.line([(x - 50, y - 60), (x + 50, y - 60), (x - 10, y + 70)], fill="black", width=width)
+        else:
+            draw.ellipse([x - 45, y - 65, x + 45, y + 65], outline="black", width=width)
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    return images
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS line")
+
+
+def run_requests(host: str, port: int, images: list[bytes], count: int, offset: int = 0) -> list[float]:
+    """`count` predictions one after another on one connection; their latencies in seconds."""
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    latencies = []
+    try:
+        for i in range(count):
+            start = time.perf_counter()
+            connection.request("POST", "/api/predict", body=images[(offset + i) % len(images)],
+                               headers={"Content-Type": "image/png"})
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"request {i}: {response.status} {body[:200]!r}")
+            latencies.append(time.perf_counter() - start)
+    finally:
+        connection.close()
+    return latencies
+
+
+def summary(latencies: list[float], seconds: float) -> dict:
+    ms = np.asarray(latencies) * 1000
+    return {"requests": len(latencies), "seconds": round(seconds, 2),
+            "requests_per_second": round(len(latencies) / seconds, 2),
+            "median_ms": round(float(np.median(ms)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
+            "first_100_median_ms": round(float(np.median(ms[:100])), 1),
+            "last_100_median_ms": round(float(np.median(ms[-100:])), 1)}
+
+
+def measure(model: Path, requests: int, warmup: int, clients: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen([sys.executable, "-m", "minivgg", "serve", str(model), "--port", "0"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for _ in range(5):
+            line = server.stdout.readline()
+            match = re.search(r"open http://([\d.]+):(\d+)/", line)
+            if match:
+                host, port = match.group(1), int(match.group(2))
+                url = match.group(0)[5:]
+                break
+        if url is None:
+            raise RuntimeError("the server did not say where it listens")
+        images = drawn_digits(50)
+        run_requests(host, port, images, warmup)
+        rss_start = rss_mib(server.pid)
+        start = time.perf_counter()
+        sequential = run_requests(host, port, images, requests)
+        sequential_seconds = time.perf_counter() - start
+        rss_sequential = rss_mib(server.pid)
+
+        results: list[list[float]] = [[] for _ in range(clients)]
+        share = requests // clients
+
+        def client(k):
+            results[k] = run_requests(host, port, images, share, offset=k * 7)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent_seconds = time.perf_counter() - start
+        rss_concurrent = rss_mib(server.pid)
+        concurrent = [t for r in results for t in r]
+        if len(concurrent) != share * clients:
+            raise RuntimeError("a concurrent client failed")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {
+        "url": url, "warmup": warmup,
+        "sequential": summary(sequential, sequential_seconds),
+        "concurrent": {**summary(concurrent, concurrent_seconds), "clients": clients},
+        "rss_mib": {"after_warmup": round(rss_start, 1), "after_sequential": round(rss_sequential, 1),
+                    "after_concurrent": round(rss_concurrent, 1)},
+    }
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__}
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def render(record: dict) -> str:
+    s, c, rss = record["sequential"], record["concurrent"], record["rss_mib"]
+    m = record["machine"]
+    return "\n".join([
+        BEGIN,
+        "<!-- generated by `python benchmarks/serve_load.py` (or `--render-only`) from "
+        "benchmarks/results/serve/load.json: do not edit by hand -->",
+        "",
+        f"`{record['command']}` on {record['date']} (commit {record['commit']}): "
+        f"`minivgg serve {record['model']}` on loopback, {m['cpu']}, {m['cpu_count']} cores; "
+        f"load average (1 min) {record['load_average'][0]:.2f} at start, "
+        f"{record['load_average'][1]:.2f} at end. Each request is a 280x280 PNG of a drawn digit; "
+        f"the answer holds the top classes, the preprocessed image and every conv layer's feature "
+        f"maps as PNGs. {record['warmup']} predictions warm the server up first.",
+        "",
+        "| phase | predictions | requests/s | median ms | p95 ms | first 100: median ms | "
+        "last 100: median ms | server RSS after (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| after warm-up | | | | | | | {rss['after_warmup']:.1f} |",
+        f"| one after another, 1 connection | {s['requests']:,} | {s['requests_per_second']:.1f} | "
+        f"{s['median_ms']:.1f} | {s['p95_ms']:.1f} | {s['first_100_median_ms']:.1f} | "
+        f"{s['last_100_median_ms']:.1f} | {rss['after_sequential']:.1f} |",
+        f"| {c['clients']} concurrent connections | {c['requests']:,} | {c['requests_per_second']:.1f} | "
+        f"{c['median_ms']:.1f} | {c['p95_ms']:.1f} | {c['first_100_median_ms']:.1f} | "
+        f"{c['last_100_median_ms']:.1f} | {rss['after_concurrent']:.1f} |",
+        "",
+        "The model runs one prediction at a time (behind a lock); decoding the upload and "
+        "encoding the answer's PNGs run in each connection's own thread, outside it."
+        + (f" The load average above {m['cpu_count']} means other processes shared the cores: "
+           f"these figures are lower bounds for a quiet machine." if record["load_average"][0]
+           > m["cpu_count"] else ""),
+        END,
+    ])
+
+
+def write_section(record: dict) -> None:
+    from minivgg.fsutil import atomic_open
+
+    text = BENCHMARKS_MD.read_text()
+    section = render(record)
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Serving (`minivgg serve`)\n\n" + section + "\n"
+    with atomic_open(BENCHMARKS_MD) as handle:
+        handle.write(text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--render", action="store_true", help="also write BENCHMARKS.md's section")
+    parser.add_argument("--render-only", action="store_true", help="only rewrite BENCHMARKS.md from --out")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from minivgg.fsutil import atomic_open
+
+    if args.render_only:
+        write_section(json.loads(args.out.read_text()))
+        return 0
+    load_start = os.getloadavg()[0]
+    record = measure(args.model, args.requests, args.warmup, args.clients)
+    record.update({
+        "command": "python benchmarks/serve_load.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": commit(),
+        "model": str(args.model.resolve().relative_to(ROOT)) if args.model.resolve().is_relative_to(ROOT)
+        else str(args.model),
+        "machine": machine(), "load_average": [load_start, os.getloadavg()[0]],
+    })
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(args.out) as handle:
+        json.dump(record, handle, indent=2)
+        handle.write("\n")
+    print(json.dumps(record, indent=2))
+    if args.render:
+        write_section(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
