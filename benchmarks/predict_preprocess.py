@@ -70,7 +70,7 @@ def write_pngs(folder: Path, seed: int = 0) -> tuple[list[Path], np.ndarray]:
     return files, digits.target.astype(np.int64)
 
 
-def measure(run_dir, examples: Path | None = None) -> dict:
+def measure(run_dir, examples: Path | None = None, model_note: str = "") -> dict:
     from minivgg import checkpoint
     from minivgg.inference import locate_weights, predict_files
 
@@ -95,7 +95,7 @@ def measure(run_dir, examples: Path | None = None) -> dict:
     return {"images": len(labels), "source": "sklearn.datasets.load_digits (UCI optdigits, 8x8)",
             "sides": list(SIDES), "model": meta["model"], "recipe": meta["recipe"]["name"],
             "epochs": meta.get("epoch"), "mnist_test_acc": meta.get("test_acc"),
-            "scores": scores, "git_commit": git_commit(),
+            "model_made_by": model_note, "scores": scores, "git_commit": git_commit(),
             "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
             "command": f"python benchmarks/predict_preprocess.py run {run_dir}"}
 
@@ -110,9 +110,14 @@ def render_section(results_dir: Path = RESULTS_DIR) -> str:
         r = json.loads(path.read_text())
         a, m = r["scores"]["as_saved"], r["scores"]["mnist_style"]
         sides = lambda s: " / ".join(f"{s['by_side'][str(x)]:.3f}" for x in r["sides"])
-        lines.append(f"| {r['recipe']}, {r['epochs']} epochs ({r['mnist_test_acc']:.4f}) | "
+        lines.append(f"| {r['recipe']}, {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'} ({r['mnist_test_acc']:.4f}) | "
                      f"{r['images']:,} | {a['accuracy']:.4f} | {m['accuracy']:.4f} | {sides(a)} | "
                      f"{sides(m)} | {r['git_commit']} |")
+    lines.append("")
+    for path in sorted(results_dir.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("model_made_by"):
+            lines.append(f"- {path.name}: the model: {r['model_made_by']}")
     lines.append("")
     lines.append("Commands: " + "; ".join(f"`{json.loads(p.read_text())['command']}`"
                                           for p in sorted(results_dir.glob("*.json"))))
@@ -138,10 +143,11 @@ def main(argv=None) -> int:
     run.add_argument("run_dir")
     run.add_argument("--name", default=None, help="JSON file name (default: the run folder's name)")
     run.add_argument("--examples", type=Path, help="also copy the first six PNGs here")
+    run.add_argument("--model-note", default="", help="how the model was trained, for the table")
     sub.add_parser("table", help="rewrite BENCHMARKS.md's section from the JSON files")
     args = parser.parse_args(argv)
     if args.command == "run":
-        result = measure(args.run_dir, args.examples)
+        result = measure(args.run_dir, args.examples, args.model_note)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
         out = RESULTS_DIR / f"{args.name or Path(args.run_dir).resolve().name}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
