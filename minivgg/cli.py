@@ -73,6 +73,16 @@ def cmd_train(args) -> int:
         result = run_recipe(None, data_dir=args.data_dir, resume=args.resume, download=args.download,
                             progress=args.progress)
         return _report_run(result)
+    if args.data is not None:
+        if args.dataset is not None:
+            raise CLIError("give --dataset (a registered dataset) or --data (a folder of images), "
+                           "not both")
+        from pathlib import Path
+        from .data.folders import open_image_folder
+        open_image_folder(args.data)  # a folder that cannot be used: say why now
+        args.dataset = str(Path(args.data).expanduser().resolve())
+    elif args.image_size is not None:
+        raise CLIError("--image-size applies to image folders (--data DIR) only")
     if args.recipe is None and args.model is not None:
         get_model_spec(args.model)  # unknown model: list the valid ones
         matching = [r for r in RECIPES.values() if r.model == args.model]
@@ -84,10 +94,11 @@ def cmd_train(args) -> int:
                    momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                    max_lr=args.max_lr, label_smoothing=args.label_smoothing, patience=args.patience,
                    val_fraction=args.val_fraction, ema=args.ema, grad_clip=args.grad_clip,
-                   log_every=args.log_every, augment_epochs=args.augment_epochs)
+                   log_every=args.log_every, augment_epochs=args.augment_epochs,
+                   image_size=args.image_size)
     if args.model is not None:
         get_model_spec(args.model)
-    if args.dataset is not None:
+    if args.dataset is not None and args.data is None:
         from .data import get_dataset_info
         get_dataset_info(args.dataset)
     if args.no_augment:
@@ -113,15 +124,22 @@ def _report_run(result) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .inference import evaluate_checkpoint
+    from pathlib import Path
+
+    from .inference import evaluate_checkpoint, locate_weights, plot_misclassified
+    from .metrics import format_scores
     from .plots import plot_confusion_matrix
     from .tta import describe_tta
 
     r = evaluate_checkpoint(args.model_path, dataset=args.dataset, split=args.split,
                             data_dir=args.data_dir, download=args.download, **_tta_choice(args))
+    errors_png = args.errors_png or str(locate_weights(args.model_path).parent /
+                                        f"misclassified-{args.split}.png")
+    wrote_errors = plot_misclassified(r, errors_png, count=args.errors) is not None if args.errors else False
     if args.json:
-        out = {k: v for k, v in r.items() if k not in ("metadata", "confusion")}
+        out = {k: v for k, v in r.items() if k not in ("metadata", "confusion", "images")}
         out["confusion"] = r["confusion"].tolist()
+        out["misclassified_png"] = errors_png if wrote_errors else None
         print(json.dumps(out, indent=2))
     else:
         print(f"{r['dataset']} {r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
@@ -133,6 +151,10 @@ def cmd_eval(args) -> int:
         print("confusion matrix (rows: true, columns: predicted):")
         for name, row in zip(r["classes"], r["confusion"]):
             print(f"  {name:<{width}}  " + " ".join(f"{v:5d}" for v in row))
+        print("per-class precision, recall and F1:")
+        print(format_scores(r["per_class"]))
+        if wrote_errors:
+            print(f"misclassified images with the highest loss: {Path(errors_png)}")
     if args.confusion_png:
         plot_confusion_matrix(r["confusion"], r["classes"], args.confusion_png)
         print(f"confusion matrix plot: {args.confusion_png}")
@@ -171,13 +193,28 @@ def cmd_predict(args) -> int:
     from .inference import predict_files
 
     results = predict_files(args.model_path, args.images, top_k=args.top_k, invert=args.invert,
-                            **_tta_choice(args))
+                            preprocess=args.preprocess, show=args.show, **_tta_choice(args))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         top = ", ".join(f"{name} {p:.3f}" for name, p in r["top"])
         print(f"{r['file']}: {r['prediction']}  ({top})")
+    if results and results[0]["mnist_style"]:
+        print("(images made MNIST-style: ink boxed into 20x20 and centred on 28x28; "
+              "--no-preprocess feeds them as they are)")
+    if args.show:
+        print(f"what the net saw: {args.show}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inference import inspect_files
+
+    written = inspect_files(args.model_path, args.images, args.out, target=args.target,
+                            invert=args.invert, preprocess=args.preprocess)
+    for path in written:
+        print(path)
     return 0
 
 
@@ -275,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--download", action="store_true",
                        help="download missing dataset files (needs internet)")
 
+    def image_flags(p):
+        p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
+                       help="greyscale models: invert dark-on-light images (auto: by the border colour)")
+        p.add_argument("--preprocess", action=argparse.BooleanOptionalAction, default=None,
+                       help="make each image MNIST-style first: crop to the ink, fit it into 20x20, "
+                            "centre it on 28x28 by its centre of mass (default: on for models "
+                            "trained on MNIST)")
+
     def tta_flags(p):
         p.add_argument("--tta", action="store_true", default=None,
                        help="flip test-time augmentation (default: as the model's recipe)")
@@ -292,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", help="zoo model (see `minivgg models`); without --recipe, the model's "
                                    "first recipe is used")
     t.add_argument("--dataset", help="mnist, fashion-mnist or cifar10")
+    t.add_argument("--data", metavar="DIR", help="train on a folder of images: one sub-folder per "
+                                                 "class, or train/ val/ test/ each holding them")
+    t.add_argument("--image-size", type=_positive_int, metavar="PIXELS",
+                   help="with --data: resize images to this side (default: the model's fixed "
+                        "size, else the folder's most common side)")
     t.add_argument("--epochs", type=_positive_int, help="train for this many epochs")
     t.add_argument("--iters", type=_positive_int, help="train for this many iterations (instead of epochs)")
     t.add_argument("--batch-size", type=_positive_int, help="images per training step")
@@ -330,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     tta_flags(e)
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--confusion-png", help="also save the confusion matrix as a PNG here")
+    e.add_argument("--errors", type=_nonneg_int, default=32, metavar="N",
+                   help="show the N misclassified images with the highest loss (default 32; 0: none)")
+    e.add_argument("--errors-png", help="where to write them (default: misclassified-<split>.png "
+                                        "beside the model file)")
     data_flags(e)
     e.set_defaults(func=cmd_eval)
 
@@ -343,8 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_path", help="a run directory or a model .safetensors file")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--top-k", type=_positive_int, default=3)
-    p.add_argument("--invert", choices=["auto", "yes", "no"], default="auto",
-                   help="greyscale models: invert dark-on-light images (auto: by the border colour)")
+    image_flags(p)
+    p.add_argument("--show", metavar="PNG", help="write each image beside what the net saw to this PNG")
     tta_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_predict)
@@ -379,6 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-upload-mb", type=_positive_int, default=8,
                    help="largest image accepted, in MiB (default 8)")
     w.set_defaults(func=cmd_serve)
+
+    i = sub.add_parser("inspect", help="feature maps, first-layer filters and Grad-CAM of a saved "
+                                       "model for image files, as PNGs",
+                       description="Write, for each image, <name>-maps.png (the feature maps of every "
+                                   "conv layer) and <name>-gradcam.png (Grad-CAM for the predicted "
+                                   "class, or --class), and filters.png (the first conv's filters).")
+    i.add_argument("model_path", help="a run directory or a model .safetensors file")
+    i.add_argument("images", nargs="+", help="image files")
+    i.add_argument("--out", default="inspect", help="folder for the PNGs (default: inspect)")
+    i.add_argument("--class", dest="target", metavar="CLASS",
+                   help="Grad-CAM for this class (name or index) instead of the predicted one")
+    image_flags(i)
+    i.set_defaults(func=cmd_inspect)
 
     m = sub.add_parser("models", help="list the model zoo")
     m.set_defaults(func=cmd_models)

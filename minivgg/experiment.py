@@ -1,8 +1,9 @@
 """One training run from a Recipe: builds the pieces, owns the run directory.
 
 A run directory (never overwritten) holds config.json, train.log, metrics.csv,
-curves.png, confusion.png, results.json, model.safetensors (final weights, torch names)
-and checkpoints/last.resume.safetensors (everything needed to continue with --resume).
+curves.png, confusion.png, results.json, model.safetensors (final weights, torch names),
+checkpoints/last.resume.safetensors (everything needed to continue with --resume) and,
+with a validation split, checkpoints/best.safetensors (the best validation epoch's weights).
 """
 from __future__ import annotations
 
@@ -19,14 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, optim, plots
-from .data import DataLoader, get_dataset_info, load_dataset, train_val_split
+from .data import DATASETS, DataLoader, get_dataset_info, is_image_folder, load_dataset, train_val_split
+from .data.folders import open_image_folder
 from .data import transforms as T
 from .fsutil import atomic_write_path
-from .models import Recipe, build
+from .models import Recipe, build, get_model_spec
 from .optim import lr_scheduler
 from .train import Callback, Trainer, TrainingDiverged
 
 RESUME_NAME = "last.resume.safetensors"
+BEST_NAME = "best.safetensors"
 
 
 @dataclass
@@ -94,6 +97,11 @@ def make_train_loader(recipe: Recipe, images, labels, normalize) -> DataLoader:
                       transform_epochs=recipe.augment_epochs)
 
 
+def _has_val_folder(recipe: Recipe) -> bool:
+    return (recipe.dataset not in DATASETS and is_image_folder(recipe.dataset)
+            and "val" in open_image_folder(recipe.dataset, **folder_options(recipe)).splits)
+
+
 def validate_recipe(recipe: Recipe) -> None:
     problems = []
     if recipe.batch_size < 1:
@@ -106,8 +114,9 @@ def validate_recipe(recipe: Recipe) -> None:
         problems.append(f"iters must be at least 1 (got {recipe.iters})")
     if not 0 <= recipe.val_fraction < 1:
         problems.append(f"val fraction must be in [0, 1) (got {recipe.val_fraction})")
-    if recipe.patience and recipe.val_fraction <= 0:
-        problems.append("early stopping (patience) needs a validation split (val_fraction > 0): "
+    if recipe.patience and recipe.val_fraction <= 0 and not _has_val_folder(recipe):
+        problems.append("early stopping (patience) needs a validation split (val_fraction > 0, "
+                        "or an image folder with val/): "
                         "it never looks at the test set")
     if recipe.augment_epochs is not None and recipe.augment_epochs < 0:
         problems.append(f"augment_epochs must be 0 or more, or None for every epoch "
@@ -124,7 +133,8 @@ def save_trainer_checkpoint(path, trainer, metadata: dict) -> None:
     state = trainer.state_dict()
     checkpoint.save_resume(path, model=state["model"], optimizer=state["optimizer"],
                            scheduler=state["scheduler"], ema_state=state["ema"],
-                           loop_state={"loop": state["loop"], "rng": state["rng"]}, metadata=metadata)
+                           loop_state={"loop": state["loop"], "rng": state["rng"], "best": state["best"]},
+                           metadata=metadata)
 
 
 def load_trainer_checkpoint(path) -> tuple[dict, dict]:
@@ -195,7 +205,7 @@ class RunLog:
 
     def __call__(self, line: str) -> None:
         if self.echo:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
             tqdm.write(line)
         with open(self.path, "a") as f:
             f.write(line + "\n")
@@ -207,6 +217,7 @@ class RunFiles(Callback):
     def __init__(self, run_dir: Path, metadata: dict, log):
         self.run_dir, self.metadata, self.log = run_dir, metadata, log
         self.resume_path = run_dir / "checkpoints" / RESUME_NAME
+        self.best_path = run_dir / "checkpoints" / BEST_NAME
         self.resume_path.parent.mkdir(exist_ok=True)
 
     def save_resume(self, trainer) -> None:
@@ -222,7 +233,21 @@ class RunFiles(Callback):
         if st.history:
             plots.plot_curves(st.history, self.run_dir / "curves.png", title=self.metadata["recipe"]["name"])
 
+    def save_best(self, trainer, record) -> None:
+        """checkpoints/best.safetensors: the weights of the best validation epoch so far, a
+        model file like model.safetensors (load_model, eval, predict take it)."""
+        meta = dict(self.metadata, epoch=record["epoch"], iteration=record["iteration"],
+                    val_loss=record["val_loss"], val_acc=record["val_acc"],
+                    ema=trainer.ema is not None)
+        if trainer.ema is not None:
+            with trainer.ema.swapped_in():
+                checkpoint.save_weights(self.best_path, trainer.model, meta)
+        else:
+            checkpoint.save_weights(self.best_path, trainer.model, meta)
+
     def on_epoch_end(self, trainer, record):
+        if record["val_loss"] is not None and trainer.state.best_epoch == record["epoch"]:
+            self.save_best(trainer, record)
         self.save_resume(trainer)
         self.write_curves(trainer)
 
@@ -239,10 +264,29 @@ class RunFiles(Callback):
 
 
 # ---- the run ----------------------------------------------------------------------------------
+def folder_options(recipe: Recipe) -> dict:
+    """How an image-folder dataset is read for `recipe` (no options for a registered dataset):
+    resized to the recipe's image_size, else to the side the model is laid out for, if any."""
+    if recipe.dataset in DATASETS or not is_image_folder(recipe.dataset):
+        return {}
+    return {"image_size": recipe.image_size or get_model_spec(recipe.model).fixed_size}
+
+
+def dataset_info(recipe: Recipe):
+    """The DatasetInfo of the recipe's dataset: a registered one or an image folder."""
+    return get_dataset_info(recipe.dataset, **folder_options(recipe))
+
+
+def load_split(recipe: Recipe, split: str, data_dir=None, download=False):
+    """(uint8 images, labels) of one split of the recipe's dataset."""
+    return load_dataset(recipe.dataset, split, data_dir=data_dir, download=download,
+                        **folder_options(recipe))
+
+
 def make_trainer(recipe: Recipe, train_data, test_data=None, val_data=None, **kwargs) -> Trainer:
     """The net, optimizer, loader, schedule and Trainer that `recipe` describes, ready to fit on
     `train_data` (uint8 images, labels); `kwargs` (progress, log, callbacks) go to Trainer."""
-    info = get_dataset_info(recipe.dataset)
+    info = dataset_info(recipe)
     c, h, _ = info.shape
     model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
                   seed=recipe.seed)
@@ -268,11 +312,17 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
         recipe = Recipe.from_dict(saved_metadata["recipe"])
         run_dir = Path(resume).resolve().parent.parent
     validate_recipe(recipe)
-    info = get_dataset_info(recipe.dataset)
-    train_images, train_labels = load_dataset(recipe.dataset, "train", data_dir=data_dir, download=download)
-    test_images, test_labels = load_dataset(recipe.dataset, "test", data_dir=data_dir, download=download)
+    info = dataset_info(recipe)
+    train_images, train_labels = load_split(recipe, "train", data_dir, download)
+    test_images, test_labels = load_split(recipe, "test", data_dir, download)
     val_data = None
-    if recipe.val_fraction > 0:
+    notes = []
+    if _has_val_folder(recipe):
+        val_data = load_split(recipe, "val")
+        if recipe.val_fraction > 0:
+            notes.append(f"validating on {recipe.dataset}/val; the recipe's val_fraction "
+                         f"{recipe.val_fraction:.3g} is not used")
+    elif recipe.val_fraction > 0:
         (train_images, train_labels), val_data = train_val_split(
             train_images, train_labels, val_fraction=recipe.val_fraction, seed=recipe.seed)
 
@@ -302,6 +352,8 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
         log(f"run {run_dir}: recipe {recipe.name} ({recipe.description}); model {recipe.model} "
             f"with {model.num_parameters():,} parameters; {len(train_labels):,} training images of "
             f"{recipe.dataset}")
+    for note in notes:
+        log(note)
 
     start = time.perf_counter()
     trainer.fit()
@@ -330,6 +382,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
         "final_test_loss": final["loss"] if final else None,
         "per_class_test_acc": per_class,
         "stopped_early": trainer.state.stopped_early,
+        "restored_epoch": trainer.state.restored_epoch or None,
         "wall_time_s": round(wall, 2), "history": history,
         "git_commit": metadata["git_commit"], "machine": metadata["machine"],
     }

@@ -9,6 +9,9 @@ A history is a list of per-epoch dicts such as
      "test_loss": 0.18, "test_acc": 0.95, "lr": 0.01, "time": 41.2}
 where any loss/accuracy key may be missing or None. Accuracies may be fractions or
 percentages; the axes follow whichever the history uses.
+
+Every plot function returns its Figure (a Jupyter cell shows it) and writes it to `path`
+when one is given.
 """
 from __future__ import annotations
 
@@ -49,10 +52,18 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path) -> None:
-    file_format = _output_format(path)
-    with atomic_write_path(path) as temp:
-        figure.savefig(temp, format=file_format, dpi=_DPI)
+def _check_path(path) -> None:
+    if path is not None:
+        _output_format(path)
+
+
+def _save(figure: Figure, path) -> Figure:
+    """Write the figure to `path` when one is given; return it (a notebook shows it)."""
+    if path is not None:
+        file_format = _output_format(path)
+        with atomic_write_path(path) as temp:
+            figure.savefig(temp, format=file_format, dpi=_DPI)
+    return figure
 
 
 def _check_history(history, where: str) -> list:
@@ -130,9 +141,9 @@ def _finish_panel(ax, xlabel: str, ylabel: str, title: str, empty_note: str) -> 
 
 # ---- per-epoch curves -----------------------------------------------------------------
 
-def plot_curves(history, path, title: str | None = None) -> None:
+def plot_curves(history, path=None, title: str | None = None) -> Figure:
     """Loss and accuracy per epoch (train, val, test where recorded), as one PNG."""
-    _output_format(path)
+    _check_path(path)
     history = _check_history(history, "plot_curves")
     percent = _is_percent([history])
     figure = _new_figure(11, 4.2)
@@ -148,7 +159,7 @@ def plot_curves(history, path, title: str | None = None) -> None:
     _finish_panel(acc_ax, "epoch", acc_label, "accuracy", "no accuracy values in history")
     if title:
         figure.suptitle(title)
-    _save(figure, path)
+    return _save(figure, path)
 
 
 # ---- iteration-based loss -------------------------------------------------------------
@@ -163,10 +174,10 @@ def _ema(values: np.ndarray, smoothing: float) -> np.ndarray:
     return smoothed
 
 
-def plot_iteration_loss(steps, losses, path, title: str | None = None,
-                        smoothing: float = 0.9) -> None:
+def plot_iteration_loss(steps, losses, path=None, title: str | None = None,
+                        smoothing: float = 0.9) -> Figure:
     """Loss recorded every N iterations, raw (faint) and smoothed by an EMA."""
-    _output_format(path)
+    _check_path(path)
     steps = np.asarray(steps, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     if steps.ndim != 1 or losses.ndim != 1 or len(steps) != len(losses):
@@ -192,7 +203,7 @@ def plot_iteration_loss(steps, losses, path, title: str | None = None,
     if omitted:
         ax.text(0.99, 0.98, f"{omitted} non-finite value(s) omitted", ha="right", va="top",
                 transform=ax.transAxes, color="C3", fontsize="small")
-    _save(figure, path)
+    return _save(figure, path)
 
 
 # ---- confusion matrix -----------------------------------------------------------------
@@ -238,14 +249,14 @@ def _check_counts(matrix) -> np.ndarray:
     return counts.astype(np.int64)
 
 
-def plot_confusion_matrix(matrix, class_names, path, normalize: bool = True,
-                          title: str | None = None) -> None:
+def plot_confusion_matrix(matrix, class_names, path=None, normalize: bool = True,
+                          title: str | None = None) -> Figure:
     """Heat map of a confusion matrix with each cell's count written in it.
 
     With `normalize`, colours show each true class's row as fractions (so rare classes
     are as visible as common ones) and each cell also gives its row percentage.
     """
-    _output_format(path)
+    _check_path(path)
     counts = _check_counts(matrix)
     k = counts.shape[0]
     if class_names is None:
@@ -285,7 +296,7 @@ def plot_confusion_matrix(matrix, class_names, path, normalize: bool = True,
     total = int(counts.sum())
     accuracy = f"accuracy {100 * np.trace(counts) / total:.2f}% of {total:,}" if total else "no samples"
     ax.set_title(f"{title} ({accuracy})" if title else accuracy)
-    _save(figure, path)
+    return _save(figure, path)
 
 
 # ---- comparison of runs ---------------------------------------------------------------
@@ -309,12 +320,12 @@ def _run_style(i: int) -> tuple[str, str]:
     return f"C{i % 10}", "os^D"[i // 10 % 4]
 
 
-def plot_compare(runs, path, title: str | None = None) -> None:
+def plot_compare(runs, path=None, title: str | None = None) -> Figure:
     """Overlay several runs: train loss, test loss, train accuracy, test accuracy (2x2).
 
     A run without test values shows its validation values (dashed) in the test panels.
     """
-    _output_format(path)
+    _check_path(path)
     runs = _check_runs(runs)
     percent = _is_percent([history for _, history in runs])
     figure = _new_figure(12, 8.5)
@@ -337,16 +348,16 @@ def plot_compare(runs, path, title: str | None = None) -> None:
         _finish_panel(ax, "epoch", ylabel, f"{split} {name}", f"no {split} {name} recorded")
     if title:
         figure.suptitle(title)
-    _save(figure, path)
+    return _save(figure, path)
 
 
 # ---- accuracy against wall time ---------------------------------------------------------
 
-def plot_accuracy_vs_time(series, path, target: float | None = None,
-                          time_limit: float | None = None, title: str | None = None) -> None:
+def plot_accuracy_vs_time(series, path=None, target: float | None = None,
+                          time_limit: float | None = None, title: str | None = None) -> Figure:
     """Test accuracy against seconds of training, one line per (label, seconds, accuracies),
     with the target accuracy and the time limit drawn as reference lines where given."""
-    _output_format(path)
+    _check_path(path)
     series = list(series)
     if not series:
         raise ValueError("plot_accuracy_vs_time: series must be a non-empty list of "
@@ -370,4 +381,4 @@ def plot_accuracy_vs_time(series, path, target: float | None = None,
     ax.set_title(title or "test accuracy against training time")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    _save(figure, path)
+    return _save(figure, path)

@@ -50,6 +50,7 @@ class LoopState:
     epoch_seen: int = 0
     epoch_time: float = 0.0
     stopped_early: bool = False
+    restored_epoch: int = 0        # the epoch whose weights restore_best_weights put back
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -116,11 +117,12 @@ class WeightEMA:
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batch_size: int = 1000,
              tta_flip: bool = False, tta_shift: int = 0) -> dict:
-    """Loss, accuracy and predictions of `model` on uint8 NCHW images, in eval mode; with
-    `tta_flip` / `tta_shift`, of the logits averaged over the views of minivgg.tta."""
+    """Loss, accuracy, predictions and per-image losses of `model` on uint8 NCHW images, in
+    eval mode; with `tta_flip` / `tta_shift`, of the logits averaged over the views of
+    minivgg.tta."""
     was_training = model.training
     model.eval()
-    total_loss, predictions = 0.0, []
+    losses, predictions = [], []
     mean, std = _norm_arrays(normalize, images.shape[1])
     try:
         with no_grad():
@@ -128,15 +130,16 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
                 x = images[start:start + batch_size].astype(np.float32) / 255.0
                 y = labels[start:start + batch_size]
                 logits = averaged_logits(model, x, mean, std, tta_flip, tta_shift)
-                loss = F.cross_entropy(Tensor(logits), y, reduction="sum")
-                total_loss += float(loss.data)
+                losses.append(F.cross_entropy(Tensor(logits), y, reduction="none").data)
                 predictions.append(logits.argmax(axis=1))
     finally:
         model.train(was_training)
     predictions = np.concatenate(predictions) if predictions else np.zeros(0, dtype=np.int64)
+    losses = np.concatenate(losses) if losses else np.zeros(0, dtype=np.float32)
     n = max(len(labels), 1)
-    return {"loss": total_loss / n, "acc": float((predictions == labels).mean()) if len(labels) else 0.0,
-            "predictions": predictions}
+    return {"loss": float(losses.sum(dtype=np.float64)) / n,
+            "acc": float((predictions == labels).mean()) if len(labels) else 0.0,
+            "predictions": predictions, "losses": losses}
 
 
 def averaged_logits(model, x: np.ndarray, mean=None, std=None, tta_flip: bool = False,
@@ -175,7 +178,8 @@ class Trainer:
     def __init__(self, model, optimizer, train_loader, *, scheduler=None, schedule_per_batch=True,
                  test_data=None, val_data=None, normalize=None, epochs=None, iters=None,
                  label_smoothing=0.0, grad_clip=None, ema=None, tta_flip=False, tta_shift=0, patience=None,
-                 log_every=100, eval_every=None, progress=None, log=print, callbacks=()):
+                 restore_best_weights=None, log_every=100, eval_every=None, progress=None, log=print,
+                 callbacks=()):
         if (epochs is None) == (iters is None):
             raise ValueError("give exactly one of epochs or iters")
         if epochs is not None and epochs < 1 or iters is not None and iters < 1:
@@ -188,7 +192,10 @@ class Trainer:
         self.tta_flip, self.tta_shift = tta_flip, tta_shift
         self.ema = WeightEMA(model, ema) if ema else None
         self.patience, self.log_every, self.eval_every = patience, log_every, eval_every
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        # Keras' EarlyStopping(restore_best_weights=True): on by default when patience is set
+        self.restore_best_weights = bool(patience) if restore_best_weights is None else restore_best_weights
+        self.best_weights = None  # the evaluated weights of the best validation epoch
+        self.progress = progress_wanted() if progress is None else progress
         self.log, self.callbacks = log, list(callbacks)
         self.state = LoopState()
         self.parameters = [p for p in model.parameters() if p.requires_grad]
@@ -202,6 +209,7 @@ class Trainer:
         self.stop_requested = False
         with _deferred_interrupt(self):
             self._loop(total_epochs, iteration_based)
+        self._restore_best()
         for cb in self.callbacks:
             cb.on_train_end(self)
         return st
@@ -211,7 +219,7 @@ class Trainer:
         self.stop_requested = True
 
     def _loop(self, total_epochs: int, iteration_based: bool) -> None:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         st = self.state
         while st.epoch < total_epochs and not st.stopped_early:
@@ -223,13 +231,21 @@ class Trainer:
                 batches = min(batches, self.iters - st.iteration + st.batch_in_epoch)
             bar = tqdm(total=batches, initial=st.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {st.epoch + 1}/{total_epochs}", leave=False, file=sys.stderr)
+            if st.batch_in_epoch == 0:
+                for cb in self.callbacks:
+                    cb.on_epoch_begin(self, st.epoch)
             start = time.perf_counter()
             for index, (x, y) in enumerate(self.loader):
                 if index < st.batch_in_epoch:
                     continue  # resuming mid-epoch: these batches were trained before
                 if index >= batches:
                     break
+                for cb in self.callbacks:
+                    cb.on_batch_begin(self, index)
                 loss, step_ms = self._step(x, y)
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, index, {"loss": loss, "iteration": self.state.iteration,
+                                                  "step_ms": step_ms})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if iteration_based:
@@ -330,6 +346,8 @@ class Trainer:
             return
         if monitor < st.best_monitor:
             st.best_monitor, st.best_epoch, st.bad_epochs = monitor, record["epoch"], 0
+            if self.restore_best_weights:
+                self.best_weights = {k: v.copy() for k, v in self.evaluated_weights().items()}
             return
         st.bad_epochs += 1
         self.log(f"validation loss has not improved since epoch {st.best_epoch} "
@@ -339,9 +357,31 @@ class Trainer:
             st.stopped_early = True
             self.log(f"early stopping: no improvement for {self.patience} epochs")
 
+    def evaluated_weights(self) -> dict:
+        """The state_dict that evaluation scores: the EMA's when there is one."""
+        return self.ema.shadow if self.ema is not None else self.model.state_dict()
+
+    def _restore_best(self) -> None:
+        """restore_best_weights: end with the weights of the best validation epoch (and score
+        them on the test set) when a later epoch was worse."""
+        st = self.state
+        if not (self.restore_best_weights and self.best_weights) or st.best_epoch == st.epoch:
+            return
+        if self.ema is not None:
+            self.ema.load_state_dict({"updates": self.ema.updates, "shadow": self.best_weights})
+        self.model.load_state_dict(self.best_weights)
+        st.restored_epoch = st.best_epoch
+        self.log(f"restored the weights of epoch {st.best_epoch} (best validation loss "
+                 f"{st.best_monitor:.4f}; restore_best_weights)")
+        test = self._evaluate(self.test_data)
+        if test is not None:
+            self.last_test = test
+            self.log(f"test loss {test['loss']:.4f}  acc {test['acc']:.4f} with the restored weights")
+
     # ---- resume -------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
+            "best": self.best_weights,
             "loop": self.state.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -360,6 +400,7 @@ class Trainer:
         self.loader.load_state_dict(state["rng"]["loader"])
         _load_module_rng_states(self.model, state["rng"]["model"])
         self.state = LoopState.from_dict(state["loop"])
+        self.best_weights = state.get("best")
 
 
 @contextlib.contextmanager
@@ -407,7 +448,26 @@ def format_epoch(r: dict, total_epochs: int) -> str:
     return "  ".join(parts)
 
 
+def progress_wanted() -> bool:
+    """Progress bars by default where someone watches: a terminal or a Jupyter kernel (tqdm.auto
+    draws widgets there), not a log file."""
+    if sys.stderr.isatty():
+        return True
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 class Callback:
+    """Hooks the loop calls, as Keras' callbacks; override the ones you need. `batch` is the
+    batch's index in its epoch; `logs` holds the batch's loss, the iteration count after
+    it, and the step's milliseconds."""
+
+    def on_epoch_begin(self, trainer, epoch): ...
+
+    def on_batch_begin(self, trainer, batch): ...
+
+    def on_batch_end(self, trainer, batch, logs): ...
+
     def on_epoch_end(self, trainer, record): ...
 
     def on_train_end(self, trainer): ...

@@ -9,7 +9,7 @@ from minivgg.data import DataLoader, RandomRotation
 from minivgg.experiment import load_trainer_checkpoint, save_trainer_checkpoint
 from minivgg.models import build
 from minivgg.optim import lr_scheduler
-from minivgg.train import (Trainer, TrainingDiverged, TrainingInterrupted, WeightEMA,
+from minivgg.train import (Callback, Trainer, TrainingDiverged, TrainingInterrupted, WeightEMA,
                            clip_grad_norm, evaluate)
 from minivgg.autograd import Tensor
 
@@ -174,3 +174,76 @@ def test_recipe_validation_names_what_is_wrong():
         validate_recipe(get_recipe("mnist_5k").override(augment_epochs=-1))
     with pytest.raises(ValueError, match=r"epochs must be at least 1"):
         validate_recipe(get_recipe("mnist_5k").override(epochs=0))
+
+
+class _Sabotage(Callback):
+    """After epoch 1, remember the weights and make the net confidently wrong, so that the
+    validation loss of epoch 2 is far worse than epoch 1's."""
+
+    def __init__(self):
+        self.saved = None
+
+    def on_epoch_end(self, trainer, record):
+        if record["epoch"] == 1:
+            self.saved = {k: v.copy() for k, v in trainer.model.state_dict().items()}
+            last = [m for m in trainer.model.modules() if hasattr(m, "out_features")][-1]
+            last.weight.data *= 50.0
+
+
+def _sabotaged_run(tmp_path=None, **kwargs):
+    images, labels = _data(64)
+    model = build("vgg_v1", in_channels=1, image_size=28, seed=0)  # no BN: lr 0 moves nothing
+    opt = optim.SGD(model.parameters(), lr=0.0)
+    loader = DataLoader(images, labels, batch_size=32, seed=0, normalize=NORM)
+    sabotage, lines = _Sabotage(), []
+    t = Trainer(model, opt, loader, val_data=_data(32, 3), test_data=_data(32, 4), normalize=NORM,
+                epochs=5, patience=1, log=lines.append, progress=False, callbacks=[sabotage], **kwargs)
+    t.fit()
+    return t, sabotage, lines
+
+
+def test_early_stopping_restores_the_best_weights_by_default():
+    t, sabotage, lines = _sabotaged_run()
+    assert t.state.stopped_early and t.state.epoch == 2 and t.state.restored_epoch == 1
+    for key, value in t.model.state_dict().items():
+        np.testing.assert_array_equal(value, sabotage.saved[key])
+    assert any("restored the weights of epoch 1" in line for line in lines)
+    assert t.last_test["loss"] < t.state.history[-1]["test_loss"]  # the test score is the restored one's
+
+
+def test_restore_best_weights_can_be_turned_off():
+    t, sabotage, _ = _sabotaged_run(restore_best_weights=False)
+    assert t.state.stopped_early and t.state.restored_epoch == 0
+    last = [k for k in sabotage.saved if k.endswith("weight")][-1]
+    np.testing.assert_allclose(t.model.state_dict()[last], sabotage.saved[last] * 50.0)
+
+
+def test_best_weights_survive_a_resume_checkpoint(tmp_path):
+    t, _, _ = _sabotaged_run()
+    save_trainer_checkpoint(tmp_path / "r.safetensors", t, {"recipe": {}})
+    state, _ = load_trainer_checkpoint(tmp_path / "r.safetensors")
+    for key, value in t.best_weights.items():
+        np.testing.assert_array_equal(state["best"][key], value)
+
+
+def test_batch_and_epoch_hooks_are_called_in_order():
+    calls = []
+
+    class Record(Callback):
+        def on_epoch_begin(self, trainer, epoch):
+            calls.append(("epoch", epoch))
+
+        def on_batch_begin(self, trainer, batch):
+            calls.append(("begin", batch))
+
+        def on_batch_end(self, trainer, batch, logs):
+            assert math.isfinite(logs["loss"]) and logs["step_ms"] >= 0
+            calls.append(("end", batch, logs["iteration"]))
+
+    images, labels = _data(64)
+    model = build("vgg_v1", in_channels=1, image_size=28, seed=0)
+    loader = DataLoader(images, labels, batch_size=32, seed=0, normalize=NORM)
+    Trainer(model, optim.SGD(model.parameters(), lr=0.01), loader, epochs=2, log=lambda line: None,
+            progress=False, callbacks=[Record()]).fit()
+    assert calls == [("epoch", 0), ("begin", 0), ("end", 0, 1), ("begin", 1), ("end", 1, 2),
+                     ("epoch", 1), ("begin", 0), ("end", 0, 3), ("begin", 1), ("end", 1, 4)]

@@ -20,6 +20,7 @@ from .transforms import (Compose, Cutout, Normalize, RandomAffine, RandomCrop, R
                          RandomHorizontalFlip, RandomRotation, Transform)
 from .warp import affine, rotate
 from .loader import DataLoader, train_val_split
+from .folders import BadImageWarning, ImageFolder, ImageFolderError, is_image_folder
 
 __all__ = [
     "load_dataset", "get_dataset_info", "resolve_data_dir", "download_dataset", "DATASETS",
@@ -27,7 +28,8 @@ __all__ = [
     "read_idx", "read_idx_images", "read_idx_labels", "read_idx_pair", "read_cifar",
     "Transform", "Compose", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation",
     "RandomAffine", "RandomErasing", "Cutout", "affine", "rotate",
-    "DataLoader", "train_val_split",
+    "DataLoader", "train_val_split", "ImageFolder", "ImageFolderError", "BadImageWarning",
+    "is_image_folder",
     "DataError", "UnknownDatasetError", "DatasetNotFoundError", "DataFormatError",
     "BadMagicError", "FileLengthError", "ShapeError", "CountMismatchError", "LabelRangeError",
     "CorruptArchiveError", "MissingMemberError", "UnsafePickleError", "DownloadError",

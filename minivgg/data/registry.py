@@ -112,10 +112,15 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def get_dataset_info(name: str) -> DatasetInfo:
-    """Registry entry of a dataset; an unknown name raises an error listing the valid ones."""
-    try:
+def get_dataset_info(name: str, image_size: int | None = None, channels: int | None = None) -> DatasetInfo:
+    """Registry entry of a dataset, or of an image folder when `name` is a folder's path
+    (image_size and channels apply to folders only, see data.folders); an unknown name
+    raises an error listing the valid ones."""
+    if isinstance(name, str) and name in DATASETS:
         return DATASETS[name]
-    except (KeyError, TypeError):
-        raise UnknownDatasetError(f"unknown dataset {name!r}; valid names: "
-                                  f"{', '.join(sorted(DATASETS))}") from None
+    from .folders import is_image_folder, open_image_folder
+    if is_image_folder(name):
+        return open_image_folder(name, image_size, channels).info
+    raise UnknownDatasetError(f"unknown dataset {name!r}; valid names: "
+                              f"{', '.join(sorted(DATASETS))}, or the path of a folder of images "
+                              f"with one sub-folder per class")

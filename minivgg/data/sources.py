@@ -20,7 +20,7 @@ from pathlib import Path
 from . import formats
 from .download import download_file, file_digests
 from .errors import ChecksumWarning, CountMismatchError, DatasetNotFoundError
-from .registry import DatasetInfo, FileInfo, check_split, get_dataset_info
+from .registry import DATASETS, DatasetInfo, FileInfo, check_split, get_dataset_info
 
 ENV_VAR = "MINIVGG_DATA"
 
@@ -147,14 +147,21 @@ def _read_sources(info: DatasetInfo, split: str, sources: list[Source]):
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, download: bool = False,
-                 check_checksums: bool = True, progress: bool = True):
-    """Load one split of a registered dataset into memory.
+                 check_checksums: bool = True, progress: bool = True, image_size: int | None = None,
+                 channels: int | None = None):
+    """Load one split of a registered dataset, or of an image folder given by its path, into
+    memory.
 
     Returns (images uint8 (N, C, H, W), labels int64 (N,)). Missing files are fetched
     when download=True, else a DatasetNotFoundError says what is missing, where it was
     looked for and how to fix it. Local files are validated strictly by structure; a
-    checksum that differs from the official file only warns (ChecksumWarning).
+    checksum that differs from the official file only warns (ChecksumWarning). For a folder,
+    images are resized to image_size and read with `channels` (see data.folders).
     """
+    if not (isinstance(name, str) and name in DATASETS):
+        from .folders import is_image_folder, open_image_folder
+        if is_image_folder(name):
+            return open_image_folder(name, image_size, channels).load(split)
     info = get_dataset_info(name)
     check_split(split)
     root, how = locate_data_dir(data_dir)

@@ -51,6 +51,8 @@ class Recipe:
     augment: tuple = ()               # transforms, as dicts: {"name": "RandomRotation", "degrees": 7}
     augment_epochs: int | None = None # augment in the first N epochs only (None: in every epoch)
     seed: int = 0
+    image_size: int | None = None     # image folders: resize to this side (None: the model's
+                                      # fixed size, else the folder's most common side)
 
     def override(self, **changes) -> "Recipe":
         """A copy with the given fields changed (None values are ignored: flag not given)."""

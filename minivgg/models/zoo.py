@@ -204,6 +204,7 @@ class ModelSpec:
     name: str
     builder: Callable
     default_dataset: str
+    fixed_size: int | None = None   # the one image side the net is laid out for, if it has one
 
     @property
     def description(self) -> str:
@@ -218,11 +219,11 @@ MODELS = {spec.name: spec for spec in [
     ModelSpec("vgg_v2", vgg_v2, "mnist"),
     ModelSpec("minivggnet", minivggnet, "cifar10"),
     ModelSpec("minivggnet_light", minivggnet_light, "cifar10"),
-    ModelSpec("mnist_8k_a", mnist_8k_a, "mnist"),
-    ModelSpec("mnist_8k_b", mnist_8k_b, "mnist"),
-    ModelSpec("mnist_5k", mnist_5k, "mnist"),
-    ModelSpec("mnist_7k", mnist_7k, "mnist"),
-    ModelSpec("mnist_20k", mnist_20k, "mnist"),
+    ModelSpec("mnist_8k_a", mnist_8k_a, "mnist", fixed_size=28),
+    ModelSpec("mnist_8k_b", mnist_8k_b, "mnist", fixed_size=28),
+    ModelSpec("mnist_5k", mnist_5k, "mnist", fixed_size=28),
+    ModelSpec("mnist_7k", mnist_7k, "mnist", fixed_size=28),
+    ModelSpec("mnist_20k", mnist_20k, "mnist", fixed_size=28),
     ModelSpec("lenet5", lenet5, "fashion-mnist"),
     ModelSpec("minivgg_fashion", minivgg_fashion, "fashion-mnist"),
     ModelSpec("minivgg_fashion_light", minivgg_fashion_light, "fashion-mnist"),
