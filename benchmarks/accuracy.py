@@ -267,8 +267,8 @@ NOTES: dict[str, str] = {
         "faithful 40-epoch run. It underfits: train accuracy (under crop + flip, the net's "
         "dropout, weight decay 5e-4 and label smoothing 0.1) ends at 0.857, and test accuracy "
         "was still climbing as the LR annealed (0.854 at epoch 26, 0.870 at 30). Untuned first "
-        "guess; next: choose regularisation and length on a validation split (screen_recipes.py "
-        "on a GPU). Its 107 min include two epochs of sharing the cores with other runs "
+        "guess; next: choose regularisation and length on a validation split (minivgg sweep, "
+        "across machines on Ray). Its 107 min include two epochs of sharing the cores with other runs "
         "(564 s, and 1,165 s with a 16-minute pause); alone an epoch takes 125-160 s, about "
         "70 min for the 30."),
     "cifar10_plus2": (

@@ -121,8 +121,12 @@ def _report_run(result) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    result = run_sweep(args.spec, out=args.out, workers=args.workers, ray_address=args.ray,
-                       data_dir=args.data_dir)
+    if args.ray is None and args.cpus_per_trial is not None:
+        raise CLIError("--cpus-per-trial is for --ray; on one machine give --workers")
+    if args.ray is not None and args.workers is not None:
+        raise CLIError("--workers is for one machine; on Ray give --cpus-per-trial")
+    result = run_sweep(args.spec, out=args.out, workers=args.workers or 1, ray_address=args.ray,
+                       data_dir=args.data_dir, cpus_per_trial=args.cpus_per_trial or 1)
     return 0 if result["best"] is not None else 1
 
 
@@ -367,11 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "same command again continues an interrupted sweep.")
     w.add_argument("spec", help="sweep spec, .json (or .yaml with PyYAML)")
     w.add_argument("--out", help="the sweep's folder (default: sweeps/<name>)")
-    w.add_argument("--workers", type=_positive_int, default=1,
+    w.add_argument("--workers", type=_positive_int,
                    help="worker processes on this machine, the CPU threads shared between them "
                         "(default 1)")
     w.add_argument("--ray", metavar="ADDRESS",
                    help="run the trials on a Ray cluster (ADDRESS of its head, or auto)")
+    w.add_argument("--cpus-per-trial", type=_positive_int,
+                   help="with --ray: CPUs (and BLAS/Numba threads) each trial gets (default 1)")
     w.add_argument("--data-dir", help="folder holding <dataset>/ files on every machine (default: "
                                       "$MINIVGG_DATA, else the per-user cache)")
     w.set_defaults(func=cmd_sweep)

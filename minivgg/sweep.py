@@ -614,7 +614,7 @@ def default_out(spec: SweepSpec) -> Path:
 
 
 def run_sweep(spec, out=None, workers: int = 1, ray_address: str | None = None, data_dir=None,
-              log=print) -> dict:
+              cpus_per_trial: int = 1, log=print) -> dict:
     """Run (or continue) a sweep; returns {"best": trial record or None, "records": [...],
     "out": folder, "files": [...]}. `spec` is a SweepSpec, a dict or a spec file."""
     if not isinstance(spec, SweepSpec):
@@ -632,7 +632,7 @@ def run_sweep(spec, out=None, workers: int = 1, ray_address: str | None = None, 
         _write_json(out / SPEC_FILE, spec.raw)
         if ray_address is not None:
             from . import sweep_ray
-            records = sweep_ray.run(spec, out, ray_address, data_dir, log)
+            records = sweep_ray.run(spec, out, ray_address, data_dir, log, cpus_per_trial)
         else:
             records = _run_local(spec, out, workers, data_dir, lock_fd, log)
         return finish(spec, out, records, log)
@@ -811,7 +811,7 @@ def format_table(spec: SweepSpec, records: list) -> str:
                  + [f"{accs[s]:.4f}" if s in accs else "-" for s in seeds]
                  + [f"{r['val_acc']:.4f}" if r["val_acc"] is not None else "-",
                     f"{r['time_s'] / 60:.1f}" if r.get("time_s") is not None else "-",
-                    str(r.get("node") or "-"), r.get("note", "")])
+                    str(r.get("node") or "-")[:12], r.get("note", "")])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

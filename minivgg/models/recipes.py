@@ -133,7 +133,7 @@ _RECIPES = [
     # The write-up names OneCycle and "image augmentation" but neither the peak LR nor the
     # transforms: ours are chosen on validation splits, never on the test set. First among four
     # candidates (2 seeds each, BENCHMARKS.md's Other runs: affine 7 deg / 0.1 / 0.95-1.05, peak
-    # 0.1), then among six by benchmarks/screen_recipes.py (6 seeds each, results/screening/
+    # 0.1), then among six by a PyTorch screen (6 seeds each, benchmarks/results/screening/
     # mnist_5k): lighter affine augmentation and a peak of 0.2, mean validation accuracy of the
     # last 3 epochs 0.9927 +- 0.0004 against 0.9918 +- 0.0009 for the first choice.
     Recipe("mnist_5k", "mnist_5k", "mnist",
@@ -174,8 +174,8 @@ _RECIPES = [
            source="ours", optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
            schedule="onecycle", max_lr=0.1, pct_start=0.2, batch_size=64, epochs=30,
            augment=MNIST_AFFINE),
-    # Screened in PyTorch on a GPU, on validation splits only (benchmarks/screen_recipes.py;
-    # 8 candidates x 6 seeds, benchmarks/results/screening/): the lighter augmentation, peak LR
+    # Screened in PyTorch on a GPU, on validation splits only (8 candidates x 6 seeds,
+    # benchmarks/results/screening/): the lighter augmentation, peak LR
     # 0.2 and EMA raised the mean validation accuracy of the last 3 epochs from 0.9931 to 0.9942.
     _MNIST_7K_PLUS2,
     # mnist_7k_plus2 with augmentation for the first 25 epochs only: the last 5, at the bottom
