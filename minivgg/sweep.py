@@ -450,16 +450,21 @@ def _check_corners(spec: SweepSpec, where: str) -> None:
 # ---- one trial ----------------------------------------------------------------------------------
 class _Reporter:
     """A Trainer callback that hands each epoch's validation accuracy to the engine, which may
-    prune the trial."""
+    prune the trial (`report` None: nothing to report), and stops the sweep on a Ctrl-C that
+    came after the last step, which the Trainer's loop no longer sees."""
 
-    def __init__(self, report):
+    def __init__(self, report=None):
         self.report = report
 
     def on_epoch_end(self, trainer, record):
-        if self.report(record["epoch"], record["val_acc"]):
+        if self.report is not None and self.report(record["epoch"], record["val_acc"]):
             raise _Pruned(f"pruned after epoch {record['epoch']}")
 
-    def on_train_end(self, trainer): ...
+    def on_train_end(self, trainer):
+        from .train import TrainingInterrupted
+        if getattr(trainer, "stop_requested", False):
+            raise TrainingInterrupted(f"interrupted after the last epoch ({trainer.state.epoch}); "
+                                      f"its checkpoint holds the finished run")
 
     def on_interrupt(self, trainer): ...
 
@@ -480,7 +485,7 @@ def run_trial(spec: SweepSpec, suggested: dict, trial_dir: Path, report=None, da
         seed_dir = Path(trial_dir) / f"seed{seed}"
         done = _finished_run(seed_dir)
         if done is None:
-            callbacks = [_Reporter(report)] if report is not None and i == 0 else []
+            callbacks = [_Reporter(report if i == 0 else None)]
             kwargs = dict(data_dir=data_dir, progress=progress, echo=False, test_set=False,
                           train_subset=spec.train_images, callbacks=callbacks)
             resume = _resume_checkpoint(seed_dir)
