@@ -16,8 +16,9 @@ space over recipe fields, the number of trials, the seeds each trial trains, and
 one argument of the base recipe's I-th transform. A trial trains its recipe once per seed on
 the first `train_images` training images less a `val_fraction` validation split (it depends
 on the seed); its score is the final validation accuracy, mean over seeds. The test set is
-never loaded. The first seed's epochs are reported as they finish, so that weak trials are
-pruned (Optuna's median pruner here, ASHA on Ray) before the other seeds are trained.
+never loaded. The first seed's epochs are reported as they finish, as the share of the trial's
+schedule done (so that trials of different lengths are compared at the same point), and weak
+trials are pruned (Optuna's median pruner here, ASHA on Ray) before the other seeds train.
 
 On one machine (`run_sweep`) the study lives in an Optuna journal file in the output folder,
 and N worker processes share it, each with its share of the CPU threads. A sweep stopped by
@@ -453,12 +454,18 @@ class _Reporter:
     prune the trial (`report` None: nothing to report), and stops the sweep on a Ctrl-C that
     came after the last step, which the Trainer's loop no longer sees."""
 
-    def __init__(self, report=None):
-        self.report = report
+    def __init__(self, report=None, epochs: int = 1):
+        self.report, self.epochs = report, epochs
 
     def on_epoch_end(self, trainer, record):
-        if self.report is not None and self.report(record["epoch"], record["val_acc"]):
-            raise _Pruned(f"pruned after epoch {record['epoch']}")
+        if self.report is None:
+            return
+        # as a share of the schedule, so that trials of different lengths (epochs may be
+        # searched) are compared at the same point of their learning-rate schedules
+        progress = round(100 * record["epoch"] / self.epochs)
+        if self.report(progress, record["val_acc"]):
+            raise _Pruned(f"pruned at {progress}% of its schedule (epoch {record['epoch']} "
+                          f"of {self.epochs})")
 
     def on_train_end(self, trainer):
         from .train import TrainingInterrupted
@@ -473,8 +480,9 @@ class _Reporter:
 
 def run_trial(spec: SweepSpec, suggested: dict, trial_dir: Path, report=None, data_dir=None,
               progress=False, on_seed=None) -> dict:
-    """Train a trial's recipe for every seed (in trial_dir/seedS/); `report(epoch, val_acc)` is
-    called after each epoch of the first seed and returns True to prune (raises _Pruned).
+    """Train a trial's recipe for every seed (in trial_dir/seedS/); `report(progress, val_acc)`
+    is called after each epoch of the first seed, progress being the percentage of its epochs
+    done, and returns True to prune (raises _Pruned).
 
     A seed whose run finished before is not trained again; one that stopped part-way resumes
     from its checkpoint. Returns {"val_acc": mean, "seed_val_acc": {seed: acc}, "time_s": s}."""
@@ -485,7 +493,7 @@ def run_trial(spec: SweepSpec, suggested: dict, trial_dir: Path, report=None, da
         seed_dir = Path(trial_dir) / f"seed{seed}"
         done = _finished_run(seed_dir)
         if done is None:
-            callbacks = [_Reporter(report if i == 0 else None)]
+            callbacks = [_Reporter(report if i == 0 else None, recipe.epochs)]
             kwargs = dict(data_dir=data_dir, progress=progress, echo=False, test_set=False,
                           train_subset=spec.train_images, callbacks=callbacks)
             resume = _resume_checkpoint(seed_dir)
@@ -730,8 +738,8 @@ def run_worker(out, index: int = 0, deadline: float | None = None, data_dir=None
         trial.set_user_attr("node", socket.gethostname())
         trial.set_user_attr("worker", index)
 
-        def report(epoch, value, trial=trial):
-            trial.report(value, epoch)
+        def report(progress, value, trial=trial):
+            trial.report(value, progress)
             return trial.should_prune()
 
         def on_seed(accs, times, trial=trial):
@@ -772,11 +780,11 @@ def local_records(study) -> list:
         if "retry_of" in t.user_attrs:
             note = (note + "; " if note else "") + f"continues trial {t.user_attrs['retry_of']}"
         if state == "PRUNED" and t.intermediate_values:
-            note = f"pruned after epoch {max(t.intermediate_values)}"
+            note = f"pruned at {max(t.intermediate_values)}% of its schedule"
         rows.append({"number": t.number, "state": state, "params": dict(t.params),
                      "val_acc": t.value if state == "COMPLETE" else None,
                      "seed_val_acc": t.user_attrs.get("seed_val_acc", {}),
-                     "epoch_val_acc": {str(k): v for k, v in sorted(t.intermediate_values.items())},
+                     "progress_val_acc": {str(k): v for k, v in sorted(t.intermediate_values.items())},
                      "time_s": t.user_attrs.get("time_s"), "node": t.user_attrs.get("node"),
                      "dir": t.user_attrs.get("dir"), "note": note})
     return rows
@@ -839,6 +847,7 @@ def _write_csv(path: Path, spec: SweepSpec, records: list) -> None:
 def records_study(spec: SweepSpec, records: list):
     """An in-memory Optuna study holding the records, for Optuna's plots."""
     optuna = require("optuna", "sweep")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", study_name=spec.name)
     distributions = spec.distributions()
     for r in sorted(records, key=lambda r: r["number"]):
@@ -848,7 +857,7 @@ def records_study(spec: SweepSpec, records: list):
         study.add_trial(optuna.trial.create_trial(
             params=r["params"], distributions=distributions, state=state,
             value=r["val_acc"] if state == optuna.trial.TrialState.COMPLETE else None,
-            intermediate_values={int(k): v for k, v in r.get("epoch_val_acc", {}).items()}))
+            intermediate_values={int(k): v for k, v in r.get("progress_val_acc", {}).items()}))
     return study
 
 
@@ -877,7 +886,7 @@ def write_plots(spec: SweepSpec, out: Path, records: list, log=print) -> list:
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ax = getattr(vis, function)(study)
+            ax = getattr(vis, function)(study, target_name="mean validation accuracy")
         figure = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
         figure.set_size_inches(9, 5.5)
         figure.suptitle(f"sweep {spec.name}: mean validation accuracy over seeds {list(spec.seeds)}",

@@ -37,13 +37,14 @@ def _trainable(config: dict, spec_raw: dict, data_dir):
     node = ray.get_runtime_context().get_node_id()
     last = {}
 
-    def report(epoch, value):
-        last.update(epoch=epoch, val_acc=value)
-        tune.report({"epoch": epoch, "epoch_val_acc": value, "node": node, "final": False})
+    def report(progress, value):
+        last.update(progress=progress, val_acc=value)
+        tune.report({"progress": progress, "progress_val_acc": value, "node": node, "final": False})
         return False  # ASHA stops the trial from outside
 
     result = run_trial(spec, config, Path.cwd() / "trial", report=report, data_dir=data_dir)
-    tune.report({"epoch": last.get("epoch", 0), "epoch_val_acc": last.get("val_acc", result["val_acc"]),
+    tune.report({"progress": last.get("progress", 100),
+                 "progress_val_acc": last.get("val_acc", result["val_acc"]),
                  "val_acc": result["val_acc"],
                  "seed_val_acc": {str(k): v for k, v in result["seed_val_acc"].items()},
                  "time_s": result["time_s"], "node": node, "host": socket.gethostname(),
@@ -59,10 +60,10 @@ def _searcher(spec: SweepSpec):
     class Search(OptunaSearch):
         def on_trial_complete(self, trial_id, result=None, error=False):
             if result is not None:
-                result = dict(result, epoch_val_acc=result["val_acc"]) if result.get("final") else None
+                result = dict(result, progress_val_acc=result["val_acc"]) if result.get("final") else None
             super().on_trial_complete(trial_id, result, error)
 
-    return Search(space=spec.distributions(), metric="epoch_val_acc", mode="max",
+    return Search(space=spec.distributions(), metric="progress_val_acc", mode="max",
                   sampler=optuna.samplers.TPESampler(seed=spec.sampler_seed))
 
 
@@ -70,10 +71,10 @@ def _scheduler(spec: SweepSpec):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     if spec.pruner == "none":
         return FIFOScheduler()
-    epochs = [spec.trial_recipe({**{p.name: p.corners()[0] for p in spec.space}, p.name: c}).epochs
-              for p in spec.space for c in p.corners()]
-    return ASHAScheduler(time_attr="epoch", metric="epoch_val_acc", mode="max", max_t=max(epochs),
-                         grace_period=1, reduction_factor=2, stop_last_trials=False)
+    # progress: the percentage of a trial's epochs done (minivgg.sweep._Reporter), so trials of
+    # different lengths meet ASHA's rungs (20%, 40%, 80%) at the same point of their schedules
+    return ASHAScheduler(time_attr="progress", metric="progress_val_acc", mode="max", max_t=100,
+                         grace_period=20, reduction_factor=2, stop_last_trials=False)
 
 
 def runtime_env(cpus_per_trial: int) -> dict:
@@ -121,17 +122,17 @@ def _record(spec: SweepSpec, out: Path, result) -> dict:
     trial_id = metrics.get("trial_id") or Path(result.path).name
     number = _trial_number(result)
     frame = result.metrics_dataframe
-    epochs = {}
-    if frame is not None and "epoch_val_acc" in frame:
+    progress = {}
+    if frame is not None and "progress_val_acc" in frame:
         for _, row in frame.iterrows():
             if not row.get("final"):
-                epochs[str(int(row["epoch"]))] = float(row["epoch_val_acc"])
+                progress[str(int(row["progress"]))] = float(row["progress_val_acc"])
     if result.error is not None:
         state, note = "FAIL", str(result.error).strip().splitlines()[-1]
     elif metrics.get("final"):
         state, note = "COMPLETE", ""
     else:
-        state, note = "PRUNED", f"pruned after epoch {max(map(int, epochs), default=0)} (ASHA)"
+        state, note = "PRUNED", f"pruned at {max(map(int, progress), default=0)}% of its schedule (ASHA)"
     target = out / f"trials/{number:04d}"
     source = Path(result.path) / "trial"
     if source.is_dir():
@@ -140,7 +141,7 @@ def _record(spec: SweepSpec, out: Path, result) -> dict:
         note = f"run directories not found in Ray's storage ({source})"
     return {"number": number, "state": state, "params": dict(result.config),
             "val_acc": metrics.get("val_acc") if state == "COMPLETE" else None,
-            "seed_val_acc": metrics.get("seed_val_acc", {}), "epoch_val_acc": epochs,
+            "seed_val_acc": metrics.get("seed_val_acc", {}), "progress_val_acc": progress,
             "time_s": metrics.get("time_s"), "node": metrics.get("node"), "host": metrics.get("host"),
             "ray_trial": trial_id, "dir": str(target.relative_to(out)), "note": note}
 

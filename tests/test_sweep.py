@@ -194,7 +194,7 @@ def test_tiny_sweep_never_loads_the_test_set_and_writes_its_outputs(tmp_path, mo
     for r in records:
         assert set(r["seed_val_acc"]) == {"0", "1"}
         assert r["val_acc"] == pytest.approx(np.mean(list(r["seed_val_acc"].values())))
-        assert set(r["epoch_val_acc"]) == {"1", "2"}      # the first seed reported every epoch
+        assert set(r["progress_val_acc"]) == {"50", "100"}   # the first seed, every epoch
         for seed in (0, 1):
             run, = (tmp_path / "s" / r["dir"] / f"seed{seed}").iterdir()
             results = json.loads((run / "results.json").read_text())
