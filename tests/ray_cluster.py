@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ray_command() -> str:
+    """The `ray` script of this Python's installation (its bin folder need not be on PATH)."""
+    beside = Path(sys.executable).parent / "ray"
+    found = str(beside) if beside.exists() else shutil.which("ray")
+    if found is None:
+        raise RuntimeError("the `ray` command was not found (pip install 'minivgg[ray]')")
+    return found
 
 
 def _node_ports() -> list:
@@ -39,10 +49,7 @@ class RayCluster:
                         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")
 
     def _ray(self, *args):
-        ray = shutil.which("ray")
-        if ray is None:
-            raise RuntimeError("the `ray` command is not on PATH (pip install 'minivgg[ray]')")
-        done = subprocess.run([ray, *args], env=self.env, capture_output=True, text=True,
+        done = subprocess.run([ray_command(), *args], env=self.env, capture_output=True, text=True,
                               timeout=self.timeout)
         if done.returncode != 0:
             raise RuntimeError(f"ray {' '.join(args[:2])} failed ({done.returncode}):\n"
@@ -62,7 +69,7 @@ class RayCluster:
     def _wait_for_nodes(self, count: int) -> None:
         deadline = time.time() + self.timeout
         while time.time() < deadline:
-            done = subprocess.run([shutil.which("ray"), "status", f"--address={self.address}"],
+            done = subprocess.run([ray_command(), "status", f"--address={self.address}"],
                                   env=self.env, capture_output=True, text=True, timeout=self.timeout)
             if done.stdout.count("node_") >= count:
                 return
