@@ -3,17 +3,16 @@
 A sweep spec (JSON, or YAML with PyYAML) names a base recipe, fixed changes to it, a search
 space over recipe fields, the number of trials, the seeds each trial trains, and the budget:
 
-    {"name": "mnist_5k_lr", "recipe": "mnist_5k", "set": {"epochs": 4},
+    {"name": "mnist_5k_lr", "recipe": "mnist_5k", "set": {"batch_size": 128},
      "space": {"max_lr": {"low": 0.05, "high": 0.5, "log": true},
-               "epochs": {"choices": [3, 5, 8]},
-               "augment": {"choices": {"none": [], "light": [{"name": "RandomAffine", "degrees": 5.0}]}},
-               "augment.0.degrees": {"low": 0, "high": 10}},
+               "epochs": {"choices": [3, 5, 8]}, "augment.0.degrees": {"low": 0, "high": 10}},
      "trials": 10, "seeds": [0, 1, 2], "val_fraction": 0.1, "train_images": 20000,
      "timeout_s": 3600, "pruner": "median", "sampler_seed": 0}
 
-`choices` lists scalars, or maps labels to any JSON value (augmentation lists); `low`/`high`
-(with `log`, `step`) is a range, whole numbers for whole-number fields. `augment.I.KEY` sets
-one argument of the base recipe's I-th transform. A trial trains its recipe once per seed on
+`choices` lists scalars, or maps labels to any JSON value (whole augmentation lists, as in
+{"augment": {"choices": {"none": [], "light": [{"name": "RandomAffine", "degrees": 5.0}]}}});
+`low`/`high` (with `log`, `step`) is a range, whole numbers for whole-number fields.
+`augment.I.KEY` sets one argument of the base recipe's I-th transform. A trial trains its recipe once per seed on
 the first `train_images` training images less a `val_fraction` validation split (it depends
 on the seed); its score is the final validation accuracy, mean over seeds. The test set is
 never loaded. The first seed's epochs are reported as they finish, as the share of the trial's

@@ -68,6 +68,17 @@ def test_bad_specs_are_refused_naming_the_problem(change, message):
     assert message in str(info.value) and str(info.value).startswith("spec.json")
 
 
+def test_the_module_docs_example_spec_is_valid():
+    doc = sweep.__doc__
+    example = json.loads(doc[doc.index("    {"):doc.index("\n\n`choices`")])
+    assert sweep.parse_spec(example).name == "mnist_5k_lr"
+
+
+def test_the_committed_sweep_specs_are_valid():
+    for path in sorted((ROOT / "benchmarks" / "sweeps").glob("*.json")):
+        assert sweep.load_spec(path).name == path.stem
+
+
 def test_spec_turns_suggestions_into_recipes():
     spec = sweep.parse_spec(tiny_spec(set={"batch_size": 32}, space={
         "max_lr": {"low": 0.05, "high": 0.4, "log": True}, "epochs": {"choices": [2, 3]},
