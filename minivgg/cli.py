@@ -66,7 +66,8 @@ def cmd_train(args) -> int:
     from .models import DEFAULT_RECIPE, RECIPES, get_model_spec, get_recipe
 
     if args.resume:
-        if any(v is not None for v in (args.recipe, args.model, args.dataset, args.epochs, args.iters,
+        if any(v is not None for v in (args.recipe, args.recipe_file, args.model, args.dataset, args.data,
+                                       args.epochs, args.iters,
                                        args.batch_size, args.lr, args.seed)):
             raise CLIError("--resume continues a run with its saved recipe; drop the other training "
                            "flags (start a new run to change them)")
@@ -83,7 +84,12 @@ def cmd_train(args) -> int:
         args.dataset = str(Path(args.data).expanduser().resolve())
     elif args.image_size is not None:
         raise CLIError("--image-size applies to image folders (--data DIR) only")
-    if args.recipe is None and args.model is not None:
+    if args.recipe_file is not None:
+        if args.recipe is not None:
+            raise CLIError("give --recipe or --recipe-file, not both")
+        from .sweep import load_recipe_file
+        recipe = load_recipe_file(args.recipe_file)
+    elif args.recipe is None and args.model is not None:
         get_model_spec(args.model)  # unknown model: list the valid ones
         matching = [r for r in RECIPES.values() if r.model == args.model]
         recipe = matching[0] if matching else get_recipe(DEFAULT_RECIPE)
@@ -121,6 +127,18 @@ def _report_run(result) -> int:
     print(f"run directory: {result.run_dir}")
     print(f"plots: {result.run_dir / 'curves.png'}, {result.run_dir / 'confusion.png'}")
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    if args.ray is None and args.cpus_per_trial is not None:
+        raise CLIError("--cpus-per-trial is for --ray; on one machine give --workers")
+    if args.ray is not None and args.workers is not None:
+        raise CLIError("--workers is for one machine; on Ray give --cpus-per-trial")
+    result = run_sweep(args.spec, out=args.out, workers=args.workers or 1, ray_address=args.ray,
+                       data_dir=args.data_dir, cpus_per_trial=args.cpus_per_trial or 1)
+    return 0 if result["best"] is not None else 1
 
 
 def cmd_eval(args) -> int:
@@ -334,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train a named recipe; every flag overrides the recipe's value. "
                                    "Writes a new run directory with logs, metrics, plots and checkpoints.")
     t.add_argument("--recipe", help="named recipe (see `minivgg recipes`)")
+    t.add_argument("--recipe-file", metavar="FILE",
+                   help="a recipe saved as JSON, such as a sweep's best_recipe.json")
     t.add_argument("--model", help="zoo model (see `minivgg models`); without --recipe, the model's "
                                    "first recipe is used")
     t.add_argument("--dataset", help="mnist, fashion-mnist or cifar10")
@@ -459,6 +479,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", default="augment_preview.png")
     v.add_argument("--data-dir")
     v.set_defaults(func=cmd_preview)
+
+    w = sub.add_parser("sweep", help="search a recipe's fields on a validation split (Optuna; Ray "
+                                     "Tune across machines)",
+                       description="Run, or continue, the recipe search a spec file describes (see "
+                                   "minivgg.sweep for its keys). Trials score on a validation split "
+                                   "of the training set; the test set is never loaded. Writes the "
+                                   "trials table, best_recipe.json and plots to --out; running the "
+                                   "same command again continues an interrupted sweep.")
+    w.add_argument("spec", help="sweep spec, .json (or .yaml with PyYAML)")
+    w.add_argument("--out", help="the sweep's folder (default: sweeps/<name>)")
+    w.add_argument("--workers", type=_positive_int,
+                   help="worker processes on this machine, the CPU threads shared between them "
+                        "(default 1)")
+    w.add_argument("--ray", metavar="ADDRESS",
+                   help="run the trials on a Ray cluster (ADDRESS of its head, or auto)")
+    w.add_argument("--cpus-per-trial", type=_positive_int,
+                   help="with --ray: CPUs (and BLAS/Numba threads) each trial gets (default 1)")
+    w.add_argument("--data-dir", help="folder holding <dataset>/ files on every machine (default: "
+                                      "$MINIVGG_DATA, else the per-user cache)")
+    w.set_defaults(func=cmd_sweep)
 
     c = sub.add_parser("compare", help="overlay the loss/accuracy curves of several runs and tabulate "
                                        "their final figures",

@@ -304,8 +304,12 @@ def make_trainer(recipe: Recipe, train_data, test_data=None, val_data=None, **kw
 
 
 def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, download=False,
-               progress=None, echo=True) -> RunResult:
-    """Train `recipe` end to end; returns where everything was written and the final figures."""
+               progress=None, echo=True, test_set=True, train_subset=None, callbacks=()) -> RunResult:
+    """Train `recipe` end to end; returns where everything was written and the final figures.
+
+    `test_set=False` never loads the test set (a recipe search scores on its validation split);
+    `train_subset` trains on the first N training images only (before the validation split);
+    `callbacks` are added to the Trainer's after the run files' own."""
     resume_state = None
     if resume is not None:
         resume_state, saved_metadata = load_trainer_checkpoint(resume)
@@ -314,7 +318,9 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     validate_recipe(recipe)
     info = dataset_info(recipe)
     train_images, train_labels = load_split(recipe, "train", data_dir, download)
-    test_images, test_labels = load_split(recipe, "test", data_dir, download)
+    if train_subset is not None:
+        train_images, train_labels = train_images[:train_subset], train_labels[:train_subset]
+    test_data = load_split(recipe, "test", data_dir, download) if test_set else None
     val_data = None
     notes = []
     if _has_val_folder(recipe):
@@ -326,8 +332,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
         (train_images, train_labels), val_data = train_val_split(
             train_images, train_labels, val_fraction=recipe.val_fraction, seed=recipe.seed)
 
-    trainer = make_trainer(recipe, (train_images, train_labels), (test_images, test_labels),
-                           val_data, progress=progress)
+    trainer = make_trainer(recipe, (train_images, train_labels), test_data, val_data, progress=progress)
     model = trainer.model
 
     if resume is None:
@@ -344,6 +349,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     if resume is None:
         write_json(run_dir / "config.json", metadata)
     trainer.callbacks.append(RunFiles(run_dir, metadata, log))
+    trainer.callbacks.extend(callbacks)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
         log(f"resumed {recipe.name} from {resume} at epoch {trainer.state.epoch}, "
@@ -368,7 +374,7 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     else:
         checkpoint.save_weights(run_dir / "model.safetensors", model, weights_meta)
     if final is not None:
-        matrix = plots.confusion_matrix(test_labels, final["predictions"], len(info.classes))
+        matrix = plots.confusion_matrix(test_data[1], final["predictions"], len(info.classes))
         plots.plot_confusion_matrix(matrix, list(info.classes), run_dir / "confusion.png")
         per_class = (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()
     else:
@@ -390,7 +396,8 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     if final is not None:
         log(f"final test accuracy {final['acc']:.4f} (loss {final['loss']:.4f}) after "
             f"{trainer.state.epoch} epoch(s), {trainer.state.iteration} iterations, {wall:.1f}s")
-    log(f"wrote {run_dir}: model.safetensors, metrics.csv, curves.png, confusion.png, train.log")
+    log(f"wrote {run_dir}: model.safetensors, metrics.csv, curves.png, "
+        f"{'confusion.png, ' if final is not None else ''}train.log")
     return RunResult(run_dir, history, results["final_test_acc"], results["final_test_loss"], wall,
                      trainer.state.stopped_early)
 
