@@ -49,6 +49,7 @@ from pathlib import Path
 
 from .fsutil import atomic_write_path
 from .models import Recipe, get_recipe
+from .train import Callback
 
 SPEC_KEYS = {"name", "recipe", "set", "space", "trials", "seeds", "val_fraction", "train_images",
              "timeout_s", "pruner", "sampler_seed"}
@@ -448,7 +449,7 @@ def _check_corners(spec: SweepSpec, where: str) -> None:
 
 
 # ---- one trial ----------------------------------------------------------------------------------
-class _Reporter:
+class _Reporter(Callback):
     """A Trainer callback that hands each epoch's validation accuracy to the engine, which may
     prune the trial (`report` None: nothing to report), and stops the sweep on a Ctrl-C that
     came after the last step, which the Trainer's loop no longer sees."""
