@@ -10,7 +10,7 @@ from .autograd import Tensor, no_grad
 from .data import load_dataset
 from .plots import confusion_matrix
 from .train import averaged_logits, evaluate
-from .tta import saved_tta
+from .tta import saved_tta, saved_tta_translate
 
 
 def locate_weights(path) -> Path:
@@ -29,6 +29,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
     """Accuracy, loss, per-class accuracy and confusion matrix of a saved model, scored with
     the test-time augmentation of its recipe unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
+    translate = saved_tta_translate(meta, tta_flip, tta_shift)
     tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     name = dataset or meta["dataset"]
     images, labels = load_dataset(name, split, data_dir=data_dir, download=download)
@@ -37,13 +38,15 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
         raise ValueError(f"the model expects images of shape {expected} (C, H, W) but {name} has "
                          f"{images.shape[1:]}; evaluate on a dataset like {meta['dataset']}")
     result = evaluate(model, images, labels, (meta["mean"], meta["std"]), batch_size=batch_size,
-                      tta_flip=tta_flip, tta_shift=tta_shift)
+                      tta_flip=tta_flip, tta_shift=tta_shift, tta_translate=translate)
     classes = meta["class_names"]
     matrix = confusion_matrix(labels, result["predictions"], len(classes))
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
     return {"dataset": name, "split": split, "accuracy": result["acc"], "loss": result["loss"],
             "classes": classes, "per_class_accuracy": per_class.tolist(), "confusion": matrix,
-            "count": len(labels), "tta": {"flip": tta_flip, "shift": tta_shift}, "metadata": meta}
+            "count": len(labels), "tta": {"flip": tta_flip, "shift": tta_shift,
+                                          **({"translate": translate} if translate else {})},
+            "metadata": meta}
 
 
 def load_image(path, channels: int, size: int, invert="auto") -> np.ndarray:
@@ -75,6 +78,7 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
     """Class probabilities for each image file, with the top_k classes; the logits are those
     of the recipe's test-time augmentation unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
+    translate = saved_tta_translate(meta, tta_flip, tta_shift)
     tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     c, h, _ = meta["input_shape"]
     batch = np.stack([load_image(f, c, h, invert) for f in files]).astype(np.float32) / 255.0
@@ -82,7 +86,7 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
     std = np.asarray(meta["std"], np.float32).reshape(1, c, 1, 1)
     model.eval()
     with no_grad():
-        logits = averaged_logits(model, batch, mean, std, tta_flip, tta_shift)
+        logits = averaged_logits(model, batch, mean, std, tta_flip, tta_shift, translate)
         probs = F.softmax(Tensor(logits), axis=1).data
     classes = meta["class_names"]
     out = []
