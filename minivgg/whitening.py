@@ -4,7 +4,7 @@ The filters are the eigenvectors of the covariance of every k x k patch of a set
 images, each scaled by 1 / sqrt(eigenvalue + eps), so the layer's outputs over those patches
 have (nearly) unit variance and no correlation; each filter is kept together with its
 negation, so a following GELU or ReLU loses no information (Keller Jordan's airbench, after
-the hlb-CIFAR10 and tysam-code lineage). The layer is not trained.
+tysam-code's hlb-CIFAR10). The layer is not trained.
 """
 from __future__ import annotations
 
