@@ -143,3 +143,18 @@ def test_recipe_round_trips_and_is_listed(capsys):
                        (dict(end_factor=2.0), "triangle"), (dict(lookahead=-1), "lookahead")]:
         with pytest.raises(ValueError, match=match):
             validate_recipe(recipe.override(**bad))
+
+
+def test_tta_only_for_the_final_score(monkeypatch):
+    import minivgg.train as train_module
+    calls = []
+    real = train_module.evaluate
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("tta_flip", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate", recording)
+    recipe = get_recipe("airbench94").override(**dict(SMALL, epochs=2, lookahead=0))
+    _trainer(recipe).fit()
+    assert calls == [False, True]   # epoch 1 plain, the final epoch with the recipe's TTA
