@@ -104,6 +104,7 @@ GROUPS = (
         Target("minivggnet_cifar10", at_least=0.83, published_text="> 0.80", seeds=ONE_SEED),
         Target("cifar10_plus", at_least=0.88, strict=True, seeds=ONE_SEED),
         Target("cifar10_plus2", at_least=0.88, strict=True, seeds=ONE_SEED),
+        Target("airbench94", at_least=0.94),
     )),
 )
 

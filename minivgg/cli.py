@@ -161,7 +161,7 @@ def cmd_eval(args) -> int:
         print(json.dumps(out, indent=2))
     else:
         print(f"{r['dataset']} {r['split']}: accuracy {r['accuracy']:.4f}  loss {r['loss']:.4f}  "
-              f"({r['count']:,} images; {describe_tta(r['tta']['flip'], r['tta']['shift'])})")
+              f"({r['count']:,} images; {describe_tta(r['tta']['flip'], r['tta']['shift'], r['tta'].get('translate', 0))})")
         width = max(len(c) for c in r["classes"])
         print("per-class accuracy:")
         for name, acc in zip(r["classes"], r["per_class_accuracy"]):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, optim, plots
+from . import checkpoint, nn, optim, plots
 from .data import DATASETS, DataLoader, get_dataset_info, is_image_folder, load_dataset, train_val_split
 from .data.folders import open_image_folder
 from .data import transforms as T
@@ -27,6 +27,7 @@ from .fsutil import atomic_write_path
 from .models import Recipe, build, get_model_spec
 from .optim import lr_scheduler
 from .train import Callback, Trainer, TrainingDiverged
+from .whitening import init_patch_whitening_
 
 RESUME_NAME = "last.resume.safetensors"
 BEST_NAME = "best.safetensors"
@@ -43,6 +44,36 @@ class RunResult:
 
 
 # ---- building blocks from a recipe ---------------------------------------------------------
+def param_groups(recipe: Recipe, model) -> list:
+    """The model's parameters as the optimizer takes them: all of them, or, with a
+    norm_lr_scale, the trainable ones in two groups, normalisation layers' with that LR
+    multiplier and the weight decay divided by it (the same decay per step)."""
+    if recipe.norm_lr_scale == 1:
+        return list(model.parameters())
+    norm_layers = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)
+    norm = {id(p) for m in model.modules() if isinstance(m, norm_layers) for p in m.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if id(p) not in norm]},
+            {"params": [p for p in trainable if id(p) in norm], "lr": recipe.lr * recipe.norm_lr_scale,
+             "weight_decay": recipe.weight_decay / recipe.norm_lr_scale}]
+
+
+def make_lookahead(recipe: Recipe, optimizer, model, steps_per_epoch: int):
+    """The recipe's Lookahead around `optimizer` (BatchNorm statistics averaged too), or
+    `optimizer` itself when it has none."""
+    if not recipe.lookahead:
+        return optimizer
+    total = recipe.iters if recipe.iters else recipe.epochs * steps_per_epoch
+    k, rho, power = recipe.lookahead, recipe.lookahead_rho, recipe.lookahead_pow
+
+    def alpha(step):
+        return 1 - rho ** k * min(step / total, 1.0) ** power
+
+    buffers = [b for b in model.buffers() if b.dtype.kind == "f"]
+    return optim.Lookahead(optimizer, k=k, alpha=alpha,
+                           start=recipe.lookahead_start * steps_per_epoch, buffers=buffers)
+
+
 def make_optimizer(recipe: Recipe, params):
     kind = recipe.optimizer.lower()
     if kind == "sgd":
@@ -74,8 +105,18 @@ def make_scheduler(recipe: Recipe, optimizer, steps_per_epoch: int):
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps), True
     if kind == "inverse_time":
         return lr_scheduler.InverseTimeLR(optimizer, decay=recipe.decay), True
+    if kind == "triangle":
+        peak = int(recipe.pct_start * total_steps)
+        if not 0 < peak < total_steps:
+            raise ValueError(f"triangle schedule: pct_start {recipe.pct_start} puts the peak at "
+                             f"step {peak} of {total_steps}; it must fall strictly inside")
+        up = lr_scheduler.LinearLR(optimizer, start_factor=1 / recipe.div_factor, end_factor=1.0,
+                                   total_iters=peak)
+        down = lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=recipe.end_factor,
+                                     total_iters=total_steps - peak)
+        return lr_scheduler.SequentialLR(optimizer, [up, down], milestones=[peak]), True
     raise ValueError(f"unknown schedule {recipe.schedule!r}; valid: none, step, multistep, onecycle, "
-                     f"cosine, inverse_time")
+                     f"cosine, inverse_time, triangle")
 
 
 def make_transform(recipe: Recipe):
@@ -93,7 +134,7 @@ def make_transform(recipe: Recipe):
 def make_train_loader(recipe: Recipe, images, labels, normalize) -> DataLoader:
     """The recipe's shuffled, augmented training batches (seeded by the recipe)."""
     return DataLoader(images, labels, batch_size=recipe.batch_size, shuffle=True, seed=recipe.seed,
-                      drop_last=False, transform=make_transform(recipe), normalize=normalize,
+                      drop_last=recipe.drop_last, transform=make_transform(recipe), normalize=normalize,
                       transform_epochs=recipe.augment_epochs)
 
 
@@ -121,8 +162,18 @@ def validate_recipe(recipe: Recipe) -> None:
     if recipe.augment_epochs is not None and recipe.augment_epochs < 0:
         problems.append(f"augment_epochs must be 0 or more, or None for every epoch "
                         f"(got {recipe.augment_epochs})")
-    if isinstance(recipe.tta_shift, bool) or not isinstance(recipe.tta_shift, int) or recipe.tta_shift < 0:
-        problems.append(f"tta_shift must be a whole number of pixels, 0 or more (got {recipe.tta_shift!r})")
+    for name in ("tta_shift", "tta_translate", "whiten_images", "lookahead", "lookahead_start"):
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            unit = " of pixels" if name.startswith("tta") else ""
+            problems.append(f"{name} must be a whole number{unit}, 0 or more (got {value!r})")
+    if recipe.tta_shift and recipe.tta_translate:
+        problems.append("give tta_shift or tta_translate, not both")
+    if not recipe.norm_lr_scale > 0:
+        problems.append(f"norm_lr_scale must be positive (got {recipe.norm_lr_scale})")
+    if recipe.schedule == "triangle" and not (recipe.div_factor >= 1 and 0 <= recipe.end_factor <= 1):
+        problems.append(f"the triangle schedule needs div_factor >= 1 and end_factor in [0, 1] "
+                        f"(got {recipe.div_factor}, {recipe.end_factor})")
     if problems:
         raise ValueError(f"recipe {recipe.name!r}: " + "; ".join(problems))
 
@@ -283,22 +334,31 @@ def load_split(recipe: Recipe, split: str, data_dir=None, download=False):
                         **folder_options(recipe))
 
 
-def make_trainer(recipe: Recipe, train_data, test_data=None, val_data=None, **kwargs) -> Trainer:
+def make_trainer(recipe: Recipe, train_data, test_data=None, val_data=None, model_options=None,
+                 **kwargs) -> Trainer:
     """The net, optimizer, loader, schedule and Trainer that `recipe` describes, ready to fit on
-    `train_data` (uint8 images, labels); `kwargs` (progress, log, callbacks) go to Trainer."""
+    `train_data` (uint8 images, labels); `model_options` go to the model's builder (e.g. other
+    widths), `kwargs` (progress, log, callbacks) to Trainer."""
     info = dataset_info(recipe)
     c, h, _ = info.shape
     model = build(recipe.model, in_channels=c, num_classes=len(info.classes), image_size=h,
-                  seed=recipe.seed)
-    optimizer = make_optimizer(recipe, model.parameters())
+                  seed=recipe.seed, **(model_options or {}))
     normalize = (info.mean, info.std)
+    if recipe.whiten_images:
+        first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        images = train_data[0][:recipe.whiten_images].astype(np.float32) / 255
+        init_patch_whitening_(first, T.Normalize(*normalize)(images), eps=recipe.whiten_eps)
+    optimizer = make_optimizer(recipe, param_groups(recipe, model))
     loader = make_train_loader(recipe, *train_data, normalize)
     scheduler, per_batch = make_scheduler(recipe, optimizer, len(loader))
+    optimizer = make_lookahead(recipe, optimizer, model, len(loader))
     return Trainer(model, optimizer, loader, scheduler=scheduler, schedule_per_batch=per_batch,
                    test_data=test_data, val_data=val_data, normalize=normalize,
                    epochs=None if recipe.iters else recipe.epochs, iters=recipe.iters,
                    label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
                    ema=recipe.ema, tta_flip=recipe.tta_flip, tta_shift=recipe.tta_shift,
+                   tta_translate=recipe.tta_translate, tta_final_only=recipe.tta_final_only,
+                   train_epochs_of=dict(recipe.train_epochs_of),
                    patience=recipe.patience, log_every=recipe.log_every,
                    eval_every=recipe.eval_every, **kwargs)
 

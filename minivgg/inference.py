@@ -13,7 +13,7 @@ from .metrics import macro_average, per_class_scores
 from .plots import confusion_matrix
 from .preprocess import MNIST_SIZE, mnist_style
 from .train import averaged_logits, evaluate
-from .tta import saved_tta
+from .tta import saved_tta, saved_tta_translate
 
 MNIST_STYLE_DATASETS = ("mnist",)  # digit datasets whose images were made by preprocess.mnist_style
 
@@ -34,6 +34,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
     """Accuracy, loss, per-class accuracy and confusion matrix of a saved model, scored with
     the test-time augmentation of its recipe unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
+    translate = saved_tta_translate(meta, tta_flip, tta_shift)
     tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     name = dataset or meta["dataset"]
     folder = {} if name in DATASETS else {"channels": meta["input_shape"][0],
@@ -44,7 +45,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
         raise ValueError(f"the model expects images of shape {expected} (C, H, W) but {name} has "
                          f"{images.shape[1:]}; evaluate on a dataset like {meta['dataset']}")
     result = evaluate(model, images, labels, (meta["mean"], meta["std"]), batch_size=batch_size,
-                      tta_flip=tta_flip, tta_shift=tta_shift)
+                      tta_flip=tta_flip, tta_shift=tta_shift, tta_translate=translate)
     classes = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     matrix = confusion_matrix(labels, result["predictions"], len(classes))
     per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
@@ -54,7 +55,9 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
     return {"dataset": name, "split": split, "accuracy": result["acc"], "loss": result["loss"],
             "classes": classes, "per_class_accuracy": per_class.tolist(), "confusion": matrix,
             "per_class": scores, "macro_avg": macro_average(scores),
-            "count": len(labels), "tta": {"flip": tta_flip, "shift": tta_shift}, "metadata": meta,
+            "count": len(labels), "tta": {"flip": tta_flip, "shift": tta_shift,
+                                          **({"translate": translate} if translate else {})},
+            "metadata": meta,
             "misclassified": [{"index": int(i), "true": classes[labels[i]],
                                "predicted": classes[result["predictions"][i]],
                                "loss": float(result["losses"][i])} for i in worst],
@@ -146,6 +149,7 @@ def prepare_images(files, meta: dict, invert="auto", preprocess=None) -> np.ndar
 
 def _load_for_inference(path, tta_flip, tta_shift):
     model, meta = checkpoint.load_model(locate_weights(path))
+    translate = saved_tta_translate(meta, tta_flip, tta_shift)
     tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
     return model, meta, tta_flip, tta_shift
 
@@ -171,7 +175,7 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
     std = np.asarray(meta["std"], np.float32).reshape(1, c, 1, 1)
     model.eval()
     with no_grad():
-        logits = averaged_logits(model, batch, mean, std, tta_flip, tta_shift)
+        logits = averaged_logits(model, batch, mean, std, tta_flip, tta_shift, translate)
         probs = F.softmax(Tensor(logits), axis=1).data
     classes = meta.get("class_names") or [str(i) for i in range(meta["num_classes"])]
     out = []

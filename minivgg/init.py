@@ -15,7 +15,7 @@ from .autograd import Tensor
 __all__ = [
     "calculate_gain", "calculate_fan_in_and_fan_out",
     "uniform_", "normal_", "zeros_", "ones_", "constant_",
-    "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_",
+    "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_", "xavier_normal_", "dirac_",
 ]
 
 
@@ -145,3 +145,25 @@ def xavier_normal_(tensor, gain: float = 1.0, *, rng: np.random.Generator):
     fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / (fan_in + fan_out))
     return normal_(tensor, 0.0, std, rng=rng)
+
+
+def dirac_(tensor, groups: int = 1):
+    """torch.nn.init.dirac_: a convolution weight (out, in, *kernel) that passes its input
+    through, channel i of each group to output i, zeros elsewhere; outputs beyond `in` per
+    group stay zero. To set only the first filters (a partial identity, the rest keeping
+    their random init), pass a slice: `dirac_(conv.weight.data[:conv.in_channels])`."""
+    array = _array(tensor, "dirac_")
+    if array.ndim not in (3, 4, 5):
+        raise ValueError(f"init.dirac_: expected a 3-, 4- or 5-dimensional convolution weight "
+                         f"(out, in, *kernel), got shape {array.shape}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 \
+            or array.shape[0] % groups:
+        raise ValueError(f"init.dirac_: groups must be a positive int dividing the "
+                         f"{array.shape[0]} output channels, got {groups!r}")
+    out_per_group = array.shape[0] // groups
+    centre = tuple(k // 2 for k in array.shape[2:])
+    array[...] = 0
+    for g in range(groups):
+        for d in range(min(out_per_group, array.shape[1])):
+            array[(g * out_per_group + d, d) + centre] = 1
+    return tensor

@@ -38,9 +38,23 @@ def _torch_layer(module, tnn):
     for cls, make in simple.items():
         if type(module) is cls:
             return make(module)
+    if type(module) is nn.Scale:
+        return _TorchScale(module.factor, tnn)
     if isinstance(module, nn.Sequential):
         return tnn.Sequential(*(_torch_layer(child, tnn) for child in module))
     raise TypeError(f"to_torch: no torch.nn equivalent known for {type(module).__name__}")
+
+
+def _TorchScale(factor, tnn):
+    class Scale(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    return Scale()
 
 
 def to_torch(model):
@@ -50,5 +64,8 @@ def to_torch(model):
     twin = _torch_layer(model, torch.nn)
     state = {k: torch.from_numpy(v.copy()) for k, v in model.state_dict().items()}
     twin.load_state_dict(state, strict=True)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    for name, p in twin.named_parameters():
+        p.requires_grad_(name not in frozen)
     twin.train(model.training)
     return twin

@@ -25,7 +25,7 @@ __all__ = [
     "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "LayerNorm",
     "ReLU", "ELU", "LeakyReLU", "GELU", "Tanh", "Sigmoid",
-    "Dropout", "Dropout2d", "Flatten", "Identity", "Sequential",
+    "Dropout", "Dropout2d", "Flatten", "Identity", "Scale", "Sequential",
 ]
 
 
@@ -816,6 +816,24 @@ class Flatten(Module):
 class Identity(Module):
     def forward(self, x):
         return x
+
+
+class Scale(Module):
+    """Multiply by a constant `factor` (not trained): e.g. a fixed temperature on the logits,
+    which, unlike the same factor folded into the weights, also scales their gradient."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+            raise ValueError(f"Scale: factor must be a finite number, got {factor!r}")
+        self.factor = float(factor)
+
+    def forward(self, x):
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        return F.mul(x, data.dtype.type(self.factor))
+
+    def extra_repr(self):
+        return f"factor={self.factor}"
 
 
 # ---- containers ------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ import numpy as np
 
 from . import functional as F
 from .autograd import Tensor, no_grad
-from .tta import tta_views
+from .optim import Lookahead
+from .tta import tta_views, tta_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -116,10 +117,10 @@ class WeightEMA:
 
 
 def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batch_size: int = 1000,
-             tta_flip: bool = False, tta_shift: int = 0) -> dict:
+             tta_flip: bool = False, tta_shift: int = 0, tta_translate: int = 0) -> dict:
     """Loss, accuracy, predictions and per-image losses of `model` on uint8 NCHW images, in
-    eval mode; with `tta_flip` / `tta_shift`, of the logits averaged over the views of
-    minivgg.tta."""
+    eval mode; with `tta_flip` / `tta_shift` / `tta_translate`, of the logits averaged over the
+    views of minivgg.tta."""
     was_training = model.training
     model.eval()
     losses, predictions = [], []
@@ -129,7 +130,7 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
             for start in range(0, len(images), batch_size):
                 x = images[start:start + batch_size].astype(np.float32) / 255.0
                 y = labels[start:start + batch_size]
-                logits = averaged_logits(model, x, mean, std, tta_flip, tta_shift)
+                logits = averaged_logits(model, x, mean, std, tta_flip, tta_shift, tta_translate)
                 losses.append(F.cross_entropy(Tensor(logits), y, reduction="none").data)
                 predictions.append(logits.argmax(axis=1))
     finally:
@@ -143,14 +144,17 @@ def evaluate(model, images: np.ndarray, labels: np.ndarray, normalize=None, batc
 
 
 def averaged_logits(model, x: np.ndarray, mean=None, std=None, tta_flip: bool = False,
-                    tta_shift: int = 0) -> np.ndarray:
+                    tta_shift: int = 0, tta_translate: int = 0) -> np.ndarray:
     """The model's logits for float NCHW images `x` in pixel scale, normalised by the `mean` and
-    `std` arrays (None: as they are), averaged over the test-time views of minivgg.tta. The
-    caller puts the model in eval mode and turns gradients off."""
-    views = tta_views(x, flip=tta_flip, shift=tta_shift)
+    `std` arrays (None: as they are), averaged over the test-time views of minivgg.tta with
+    their weights. The caller puts the model in eval mode and turns gradients off."""
+    views = tta_views(x, flip=tta_flip, shift=tta_shift, translate=tta_translate)
+    weights = tta_weights(tta_flip, tta_shift, tta_translate)
     if mean is not None:
         views = [(v - mean) / std for v in views]
-    return sum(model(Tensor(v)).data for v in views) / len(views)
+    if len(views) == 1 or len(set(weights.tolist())) == 1:
+        return sum(model(Tensor(v)).data for v in views) / len(views)
+    return sum(model(Tensor(v)).data * x.dtype.type(w) for v, w in zip(views, weights))
 
 
 def _norm_arrays(normalize, channels):
@@ -179,7 +183,8 @@ class Trainer:
                  test_data=None, val_data=None, normalize=None, epochs=None, iters=None,
                  label_smoothing=0.0, grad_clip=None, ema=None, tta_flip=False, tta_shift=0, patience=None,
                  restore_best_weights=None, log_every=100, eval_every=None, progress=None, log=print,
-                 callbacks=()):
+                 callbacks=(), tta_translate=0, tta_final_only=False,
+                 train_epochs_of=None):
         if (epochs is None) == (iters is None):
             raise ValueError("give exactly one of epochs or iters")
         if epochs is not None and epochs < 1 or iters is not None and iters < 1:
@@ -189,7 +194,14 @@ class Trainer:
         self.test_data, self.val_data, self.normalize = test_data, val_data, normalize
         self.epochs, self.iters = epochs, iters
         self.label_smoothing, self.grad_clip = label_smoothing, grad_clip
-        self.tta_flip, self.tta_shift = tta_flip, tta_shift
+        self.tta_flip, self.tta_shift, self.tta_translate = tta_flip, tta_shift, tta_translate
+        self.tta_final_only = tta_final_only
+        # parameters trained in the first N epochs only, e.g. {"0.bias": 3}
+        named = dict(model.named_parameters())
+        unknown = sorted(set(train_epochs_of or {}) - set(named))
+        if unknown:
+            raise ValueError(f"train_epochs_of names {unknown}, which the model does not have")
+        self.train_epochs_of = {named[k]: int(n) for k, n in (train_epochs_of or {}).items()}
         self.ema = WeightEMA(model, ema) if ema else None
         self.patience, self.log_every, self.eval_every = patience, log_every, eval_every
         # Keras' EarlyStopping(restore_best_weights=True): on by default when patience is set
@@ -226,6 +238,9 @@ class Trainer:
             if iteration_based and st.iteration >= self.iters:
                 break
             self.loader.set_epoch(st.epoch)
+            for param, epochs in self.train_epochs_of.items():
+                param.requires_grad = st.epoch < epochs
+                param.grad = None
             batches = len(self.loader)
             if iteration_based:
                 batches = min(batches, self.iters - st.iteration + st.batch_in_epoch)
@@ -304,11 +319,13 @@ class Trainer:
             result = self._evaluate(self.test_data)
             self.log(f"iteration {st.iteration}: test loss {result['loss']:.4f}  acc {result['acc']:.4f}")
 
-    def _evaluate(self, data):
+    def _evaluate(self, data, final: bool = True):
         if data is None:
             return None
         images, labels = data
-        tta = dict(tta_flip=self.tta_flip, tta_shift=self.tta_shift)
+        tta = dict(tta_flip=self.tta_flip, tta_shift=self.tta_shift, tta_translate=self.tta_translate)
+        if self.tta_final_only and not final:
+            tta = {}
         if self.ema is not None:
             with self.ema.swapped_in():
                 return evaluate(self.model, images, labels, self.normalize, **tta)
@@ -318,8 +335,12 @@ class Trainer:
         st = self.state
         if self.scheduler is not None and not self.schedule_per_batch:
             self.scheduler.step()
-        val = self._evaluate(self.val_data)
-        test = self._evaluate(self.test_data)
+        if isinstance(self.optimizer, Lookahead):
+            self.optimizer.reset_to_slow()
+        total = self.epochs or math.ceil(self.iters / len(self.loader))
+        final = st.epoch + 1 >= total or (self.iters is not None and st.iteration >= self.iters)
+        val = self._evaluate(self.val_data, final)
+        test = self._evaluate(self.test_data, final)
         record = {
             "epoch": st.epoch + 1, "iteration": st.iteration, "time": round(st.epoch_time, 3),
             "lr": float(self.optimizer.param_groups[0]["lr"]),

@@ -698,3 +698,43 @@ def test_fused_batchnorm_error_names_the_batchnorm_layer():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm2d\)"):
         model(Tensor(np.ones((2, 4, 3, 3), np.float32)))
+
+
+# ---- airbench's pieces: Scale, and BatchNorm with a frozen scale ------------------------------
+def test_scale_matches_a_torch_multiply_and_refuses_bad_factors(torch):
+    class TorchScale(torch.nn.Module):
+        def forward(self, x):
+            return x * (1 / 9)
+
+    x = _randn(np.random.default_rng(0), 3, 10)
+    assert_parity(torch, nn.Scale(1 / 9), TorchScale(), x)
+    assert repr(nn.Scale(0.5)) == "Scale(factor=0.5)"
+    for bad in (float("nan"), "2", True):
+        with pytest.raises(ValueError, match="Scale: factor must be a finite number"):
+            nn.Scale(bad)
+
+
+def test_batchnorm_with_a_frozen_scale_matches_torch(torch):
+    """airbench's BatchNorm: weight fixed at 1 (not trained), bias trained, eps 1e-12,
+    torch momentum 0.4; running statistics tracked over several steps."""
+    ours = nn.BatchNorm2d(4, eps=1e-12, momentum=0.4)
+    theirs = torch.nn.BatchNorm2d(4, eps=1e-12, momentum=0.4)
+    ours.weight.requires_grad = False
+    theirs.weight.requires_grad_(False)
+    with torch.no_grad():
+        theirs.bias.uniform_(-0.5, 0.5)
+    ours.load_state_dict(_arrays(theirs))
+    rng = np.random.default_rng(3)
+    for step in range(4):
+        x = 1 + 2 * _randn(rng, 8, 4, 5, 5)
+        xo, xt = Tensor(x.copy(), requires_grad=True), torch.tensor(x, requires_grad=True)
+        yo, yt = ours(xo), theirs(xt)
+        g = _randn(rng, *yo.shape)
+        ours.zero_grad(), theirs.zero_grad()
+        yo.backward(g), yt.backward(torch.from_numpy(g))
+        np.testing.assert_allclose(yo.data, yt.detach().numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(xo.grad, xt.grad.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
+        assert ours.weight.grad is None and theirs.weight.grad is None
+        np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-5, atol=1e-7)

@@ -312,3 +312,63 @@ def test_preview_command_saves_a_figure(monkeypatch, tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["augment_mnist.png"]
     assert preview.main(["--dataset", "cifar10", "--data-dir", str(tmp_path / "none")]) == 1
     assert "cifar-10-binary.tar.gz" in capsys.readouterr().err
+
+
+# ------------------------------------------------ airbench's translate and alternating flip
+
+@pytest.mark.parametrize("mode", ["reflect", "edge", "symmetric"])
+def test_random_crop_padding_modes_crop_torch_padded_windows(torch, mode):
+    x = batch(12, 3, 8, 8, seed=3)
+    torch_mode = {"reflect": "reflect", "edge": "replicate", "symmetric": None}[mode]
+    if torch_mode is None:
+        padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)), mode="symmetric")
+    else:
+        padded = torch.nn.functional.pad(torch.from_numpy(x), (2, 2, 2, 2), mode=torch_mode).numpy()
+    out = RandomCrop(8, padding=2, padding_mode=mode)(x, rng(1))
+    offsets = set()
+    for image, source in zip(out, padded):
+        found = [(i, j) for i in range(5) for j in range(5)
+                 if np.array_equal(image, source[:, i:i + 8, j:j + 8])]
+        assert found, "each output is a window of the padded image"
+        offsets.add(found[0])
+    assert len(offsets) > 3
+
+
+def test_reflect_padding_must_be_smaller_than_the_image():
+    with pytest.raises(ValueError, match="reflect padding must be smaller"):
+        RandomCrop(4, padding=4, padding_mode="reflect")(batch(1, 1, 4, 4), rng())
+    with pytest.raises(ValueError, match="padding_mode"):
+        RandomCrop(4, padding_mode="wrap")
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch():
+    from minivgg.data.transforms import AlternatingFlip
+    x = batch(64, 3, 6, 6, seed=4)
+    indices = np.arange(100, 164)
+    t = AlternatingFlip()
+    flipped = [np.array([np.array_equal(o, i[..., ::-1]) for o, i in zip(t(x, rng(e), indices=indices,
+                                                                          epoch=e, seed=7), x)])
+               for e in range(4)]
+    assert np.all(flipped[0] != flipped[1]) and np.array_equal(flipped[0], flipped[2])
+    assert np.array_equal(flipped[1], flipped[3])
+    assert 16 < flipped[0].sum() < 48
+    other_seed = t(x, rng(), indices=indices, epoch=0, seed=8)
+    assert not np.array_equal(other_seed, t(x, rng(), indices=indices, epoch=0, seed=7))
+    with pytest.raises(ValueError, match="needs each image's dataset index"):
+        t(x, rng())
+
+
+def test_loader_passes_indices_and_epochs_through_compose():
+    from minivgg.data import DataLoader
+    from minivgg.data.transforms import AlternatingFlip
+    images = np.random.default_rng(0).integers(0, 256, (40, 1, 5, 5), dtype=np.uint8)
+    labels = np.arange(40)   # each label names its image
+    loader = DataLoader(images, labels, batch_size=16, seed=3,
+                        transform=Compose([AlternatingFlip(), Normalize((0.0,), (1.0,))]))
+    seen = {}
+    for epoch in range(2):
+        for x, y in loader:
+            for image, label in zip(x, y):
+                mirrored = np.array_equal(image, images[label, :, :, ::-1] / np.float32(255))
+                seen.setdefault(int(label), []).append(mirrored)
+    assert all(len(v) == 2 and v[0] != v[1] for v in seen.values())

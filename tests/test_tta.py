@@ -133,3 +133,44 @@ def test_describe_tta_names_the_views():
     assert describe_tta(True, 0) == "TTA: mirror, 2 views"
     assert describe_tta(False, 1) == "TTA: 1-pixel shifts, 5 views"
     assert describe_tta(True, 2) == "TTA: mirror + 2-pixel shifts, 10 views"
+
+
+def test_translate_views_and_weights_are_airbenchs(torch):
+    """airbench94's mirror + translate TTA, written on torch: the two mirror views weighted
+    1/2, the mirror views of the image moved 1 pixel down-right and up-left (reflect) 1/2."""
+    from minivgg.interop import to_torch
+    from minivgg.tta import tta_weights
+    model = build("mnist_5k", seed=1)
+    model.eval()
+    x = np.random.default_rng(3).standard_normal((6, 1, 28, 28)).astype(np.float32)
+    twin = to_torch(model)
+    with torch.no_grad():
+        inputs = torch.from_numpy(x)
+        mirror = lambda v: 0.5 * twin(v) + 0.5 * twin(v.flip(-1))  # noqa: E731
+        padded = torch.nn.functional.pad(inputs, (1,) * 4, mode="reflect")
+        moved = [padded[:, :, 0:28, 0:28], padded[:, :, 2:30, 2:30]]
+        expected = 0.5 * mirror(inputs) + 0.5 * torch.stack([mirror(m) for m in moved]).mean(0)
+    views = tta_views(x, flip=True, translate=1)
+    assert len(views) == 6
+    np.testing.assert_array_equal(views[1], np.asarray(moved[0]))
+    np.testing.assert_array_equal(views[2], np.asarray(moved[1]))
+    weights = tta_weights(True, 0, 1)
+    np.testing.assert_allclose(weights, [0.25, 0.125, 0.125] * 2)
+    from minivgg.train import averaged_logits
+    with no_grad():
+        ours = averaged_logits(model, x, tta_flip=True, tta_translate=1)
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-4, atol=1e-5)
+    assert tta_weights(True, 2, 0).tolist() == [0.1] * 10
+    with pytest.raises(ValueError, match="not both"):
+        tta_views(x, shift=1, translate=1)
+    with pytest.raises(ValueError, match="TTA translate must be"):
+        tta_views(x, translate=28)
+
+
+def test_a_saved_model_keeps_its_recipes_translate_unless_told_otherwise():
+    from minivgg.tta import describe_tta, saved_tta_translate
+    meta = {"recipe": {"tta_flip": True, "tta_translate": 1}}
+    assert saved_tta_translate(meta) == 1
+    assert saved_tta_translate(meta, flip=False, shift=0) == 0
+    assert saved_tta_translate({"recipe": {"tta_flip": True}}) == 0
+    assert describe_tta(True, 0, 1) == "TTA: mirror + 1-pixel diagonal translates, 6 views"

@@ -13,7 +13,10 @@ EXPECTED_PARAMS = {
     "vgg_v1": 94_474, "vgg_v2": 95_818, "minivggnet": 2_169_770, "mnist_8k_a": 7_998,
     "mnist_8k_b": 7_936, "mnist_5k": 5_178, "mnist_7k": 7_304, "mnist_20k": 9_458, "lenet5": 61_750,
     "minivgg_fashion": 871_530, "minivggnet_light": 2_169_770, "minivgg_fashion_light": 871_530,
+    "airbench94": 1_972_792,
 }
+# frozen parameters: airbench94's whitening filters and BatchNorm scales
+FROZEN_PARAMS = {"airbench94": 3 * 24 * 2 * 2 + 64 * 2 + 256 * 4}
 
 
 def _build(name, seed=0):
@@ -29,7 +32,7 @@ def test_every_model_has_an_expected_count():
 def test_parameter_totals(name):
     model, _, _ = _build(name)
     assert model.num_parameters() == EXPECTED_PARAMS[name]
-    assert model.num_parameters(trainable_only=True) == EXPECTED_PARAMS[name]
+    assert model.num_parameters(trainable_only=True) == EXPECTED_PARAMS[name] - FROZEN_PARAMS.get(name, 0)
 
 
 def test_minivggnet_on_mnist_shapes():
@@ -91,6 +94,9 @@ def _compare(model, twin, torch, x, y, rtol, atol_scale, name):
     np.testing.assert_allclose(float(loss.data), float(tloss.detach()), rtol=rtol)
     tparams = dict(twin.named_parameters())
     for pname, p in model.named_parameters():
+        if not p.requires_grad:
+            assert p.grad is None and tparams[pname].grad is None, pname
+            continue
         tg = tparams[pname].grad.numpy()
         scale = max(np.abs(tg).max(), 1e-6)
         np.testing.assert_allclose(p.grad, tg, rtol=rtol, atol=atol_scale * scale,
@@ -126,7 +132,7 @@ def test_torch_parity_float64_perturbed_bn(name, torch):
     _compare(model, twin, torch, x, np.array([0, 3, 7, 9]), 1e-9, 1e-10, name)
 
 
-@pytest.mark.parametrize("name", ["minivggnet", "mnist_8k_b", "vgg_v2"])
+@pytest.mark.parametrize("name", ["minivggnet", "mnist_8k_b", "vgg_v2", "airbench94"])
 def test_torch_parity_in_training_mode(name, torch):
     """Train-mode BN (batch statistics) with dropout disabled on both sides."""
     model, c, size = _build(name, seed=2)
@@ -149,10 +155,30 @@ def test_torch_parity_in_training_mode(name, torch):
     # (both sides return ~1e-8 of rounding), so tolerances are relative to the model's
     # largest gradient, not to each parameter's own. 5e-5 of it leaves room for a float32
     # near-tie in a max-pool window routing a gradient differently (seen: 1 of 9,216 weights).
-    scale = max(float(np.abs(p.grad.numpy()).max()) for p in twin.parameters())
+    scale = max(float(np.abs(p.grad.numpy()).max()) for p in twin.parameters() if p.requires_grad)
     for pname, p in model.named_parameters():
+        if not p.requires_grad:  # airbench94's frozen whitening filters and BatchNorm scales
+            assert p.grad is None and tparams[pname].grad is None, pname
+            continue
         tg = tparams[pname].grad.numpy()
         np.testing.assert_allclose(p.grad, tg, rtol=1e-3, atol=5e-5 * scale, err_msg=pname)
     for key, value in model.state_dict().items():
         if "running" in key:
             np.testing.assert_allclose(value, twin.state_dict()[key].numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_airbench94_init_is_a_partial_identity_with_frozen_parts():
+    model = build("airbench94", seed=0)
+    convs = [m for m in model.modules() if isinstance(m, minivgg.nn.Conv2d)]
+    for conv in convs[1:]:
+        w = conv.weight.data
+        identity = np.zeros((conv.in_channels,) + w.shape[1:], np.float32)
+        identity[np.arange(conv.in_channels), np.arange(conv.in_channels), 1, 1] = 1
+        np.testing.assert_array_equal(w[:conv.in_channels], identity)
+        if conv.out_channels > conv.in_channels:   # the rest keep torch's default init
+            assert np.abs(w[conv.in_channels:]).max() > 0
+    assert np.all(convs[0].bias.data == 0) and not convs[0].weight.requires_grad
+    norms = [m for m in model.modules() if isinstance(m, minivgg.nn.BatchNorm2d)]
+    assert all(not bn.weight.requires_grad and bn.bias.requires_grad and bn.momentum == 0.4
+               for bn in norms)
+    assert type(list(model)[-1]).__name__ == "Scale" and list(model)[-1].factor == 1 / 9

@@ -109,13 +109,16 @@ class DataLoader:
             return None
         return self.transform
 
-    def make_batch(self, indices: np.ndarray, rng: np.random.Generator, transform=None):
+    def make_batch(self, indices: np.ndarray, rng: np.random.Generator, transform=None,
+                   epoch: int = 0):
         x = self.images[indices]                                    # (B, C, H, W)
         if x.dtype == np.uint8:
             x = np.divide(x, np.float32(255), dtype=np.float32)
         else:
             x = x.astype(np.float32)
-        if transform is not None:
+        if transform is not None and getattr(transform, "uses_positions", False):
+            x = transform(x, rng, indices=indices, epoch=epoch, seed=self.seed)
+        elif transform is not None:
             x = transform(x, rng)
         if self.normalize is not None:
             x = self.normalize(x)
@@ -129,7 +132,7 @@ class DataLoader:
 
         def produce(b):
             return self.make_batch(batches[b], np.random.default_rng([self.seed, epoch, 1, b]),
-                                   transform)
+                                   transform, epoch)
 
         if self.prefetch:
             return _prefetched(produce, len(batches))

@@ -55,7 +55,14 @@ def _pair(value, name: str, owner: str) -> tuple[int, int]:
 
 
 class Transform:
-    """Base class: subclasses implement __call__(x, rng) and keep their options as attributes."""
+    """Base class: subclasses implement __call__(x, rng) and keep their options as attributes.
+
+    A transform that depends on which images it is given and when (`uses_positions = True`) is
+    called as t(x, rng, indices=..., epoch=..., seed=...): each image's index in the dataset,
+    the epoch, and the loader's seed; DataLoader and Compose pass them.
+    """
+
+    uses_positions = False
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         raise NotImplementedError
@@ -71,10 +78,11 @@ class Compose(Transform):
         for t in self.transforms:
             if not callable(t):
                 raise TypeError(f"Compose: {t!r} is not callable as t(x, rng)")
+        self.uses_positions = any(getattr(t, "uses_positions", False) for t in self.transforms)
 
-    def __call__(self, x, rng):
+    def __call__(self, x, rng, **positions):
         for t in self.transforms:
-            x = t(x, rng)
+            x = t(x, rng, **positions) if getattr(t, "uses_positions", False) else t(x, rng)
         return x
 
 
@@ -99,13 +107,22 @@ class Normalize(Transform):
         return (x - mean) * inv_std
 
 
+PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
+
+
 class RandomCrop(Transform):
-    """Pad every side (constant `fill`), then crop `size` at a random offset per sample.
+    """Pad every side, then crop `size` at a random offset per sample.
 
     padding: int (all sides), (left/right, top/bottom) or (left, top, right, bottom).
+    padding_mode: torchvision's: constant (`fill`), edge, reflect (mirror without repeating
+    the border pixel) or symmetric (repeating it).
     """
 
-    def __init__(self, size, padding=0, fill=0.0):
+    def __init__(self, size, padding=0, fill=0.0, padding_mode="constant"):
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"RandomCrop: padding_mode must be one of {', '.join(PADDING_MODES)}; "
+                             f"got {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.size = _pair(size, "size", "RandomCrop")
         pad = (padding,) * 4 if isinstance(padding, numbers.Integral) else tuple(padding)
         if len(pad) == 2:
@@ -127,8 +144,15 @@ class RandomCrop(Transform):
             raise ValueError(f"RandomCrop: crop {out_h}x{out_w} is larger than the padded "
                              f"image {padded_h}x{padded_w} (batch {x.shape}, padding "
                              f"{self.padding})")
-        padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)),
-                        constant_values=self.fill)                         # (N, C, Hp, Wp)
+        if self.padding_mode != "constant" and (max(top, bottom) >= height
+                                                or max(left, right) >= width):
+            raise ValueError(f"RandomCrop: {self.padding_mode} padding must be smaller than the "
+                             f"image ({height}x{width}); got {self.padding}")
+        widths = ((0, 0), (0, 0), (top, bottom), (left, right))
+        if self.padding_mode == "constant":
+            padded = np.pad(x, widths, constant_values=self.fill)          # (N, C, Hp, Wp)
+        else:
+            padded = np.pad(x, widths, mode=self.padding_mode)
         rows = rng.integers(0, padded_h - out_h + 1, size=n)
         cols = rng.integers(0, padded_w - out_w + 1, size=n)
         windows = sliding_window_view(padded, (out_h, out_w), axis=(2, 3))  # (N, C, i, j, h, w)
@@ -145,6 +169,35 @@ class RandomHorizontalFlip(Transform):
         check_batch(x, "RandomHorizontalFlip")
         flip = check_rng(rng, "RandomHorizontalFlip").random(x.shape[0]) < self.p
         return np.where(flip[:, None, None, None], x[..., ::-1], x)
+
+
+class AlternatingFlip(Transform):
+    """Derandomised horizontal flip (airbench, Jordan 2024): each image has a fixed random bit
+    (from the loader's seed and its index) and is mirrored in epoch e when that bit differs
+    from e's parity. So each epoch mirrors half of the images, as a random flip does, and every
+    image is seen both ways in each pair of epochs, which a random flip leaves to chance."""
+
+    uses_positions = True
+
+    def __call__(self, x, rng, indices=None, epoch=None, seed=0):
+        check_batch(x, "AlternatingFlip")
+        if indices is None or epoch is None:
+            raise ValueError("AlternatingFlip: needs each image's dataset index and the epoch "
+                             "(indices=, epoch=); DataLoader passes them")
+        indices = np.asarray(indices)
+        if indices.shape != (x.shape[0],):
+            raise ValueError(f"AlternatingFlip: {indices.shape} indices for a batch of {x.shape[0]}")
+        flip = image_bits(seed, indices) ^ bool(epoch % 2)
+        return np.where(flip[:, None, None, None], x[..., ::-1], x)
+
+
+def image_bits(seed: int, indices: np.ndarray) -> np.ndarray:
+    """One pseudo-random bit per index, a fixed function of (seed, index): SplitMix64's mix."""
+    z = np.asarray(indices, dtype=np.uint64) + np.uint64(seed * 0x9E3779B97F4A7C15 % 2 ** 64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(63)).astype(bool)
 
 
 class RandomAffine(Transform):

@@ -24,7 +24,8 @@ class Recipe:
     nesterov: bool = False
     weight_decay: float = 0.0
     betas: tuple = (0.9, 0.999)
-    # schedule: none | step | multistep | onecycle | cosine | inverse_time
+    norm_lr_scale: float = 1.0        # LR multiplier of BatchNorm/LayerNorm parameters (same decay per step)
+    # schedule: none | step | multistep | onecycle | cosine | inverse_time | triangle
     schedule: str = "none"
     step_size: int = 1                # StepLR period, in epochs
     gamma: float = 0.1                # StepLR / MultiStepLR factor
@@ -35,8 +36,16 @@ class Recipe:
     final_div_factor: float = 1e4
     anneal_strategy: str = "cos"
     decay: float = 0.0                # inverse_time (Keras' `decay`): lr / (1 + decay * iteration)
+    end_factor: float = 0.0           # triangle: lr / div_factor up to lr at pct_start, down to lr * end_factor
+    # Lookahead every N steps (0: off) from epoch lookahead_start; at step t of T it pulls the
+    # slow weights 1 - lookahead_rho**N * (t / T)**lookahead_pow of the way to the fast ones
+    lookahead: int = 0
+    lookahead_start: int = 0
+    lookahead_rho: float = 0.95
+    lookahead_pow: float = 3.0
     # loop
     batch_size: int = 64
+    drop_last: bool = False           # skip each epoch's last, smaller batch
     epochs: int | None = 15           # epoch-based run ...
     iters: int | None = None          # ... or iteration-based (then epochs is ignored)
     eval_every: int | None = None     # iteration-based: evaluate every N iterations (None: at the end)
@@ -48,6 +57,11 @@ class Recipe:
     ema: float | None = None          # weight EMA decay; evaluation uses the averaged weights
     tta_flip: bool = False            # average logits over the image and its mirror at test time
     tta_shift: int = 0                # ... and over it moved this many pixels left/right/up/down
+    tta_translate: int = 0            # ... or diagonally, reflect-padded, with airbench's weights
+    tta_final_only: bool = False      # TTA for the final score only; each epoch's curve point without
+    whiten_images: int = 0            # set the first conv by patch whitening of this many training images
+    whiten_eps: float = 5e-4
+    train_epochs_of: tuple = ()       # (parameter name, N): trained in the first N epochs only
     augment: tuple = ()               # transforms, as dicts: {"name": "RandomRotation", "degrees": 7}
     augment_epochs: int | None = None # augment in the first N epochs only (None: in every epoch)
     seed: int = 0
@@ -87,6 +101,7 @@ class Recipe:
         d["betas"] = list(self.betas)
         d["milestones"] = list(self.milestones)
         d["augment"] = [dict(a) for a in self.augment]
+        d["train_epochs_of"] = [list(pair) for pair in self.train_epochs_of]
         return d
 
     @classmethod
@@ -99,6 +114,7 @@ class Recipe:
         d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
         d["milestones"] = tuple(d.get("milestones", ()))
         d["augment"] = tuple(dict(a) for a in d.get("augment", ()))
+        d["train_epochs_of"] = tuple((str(k), int(n)) for k, n in d.get("train_epochs_of", ()))
         return cls(**d)
 
 
@@ -236,6 +252,21 @@ _RECIPES = [
            "ours: mini VGG with lighter dropout, crop + flip, Nesterov OneCycle, EMA, flip TTA, "
            "25 epochs",
            **_NESTEROV_ONECYCLE_01, epochs=25, ema=0.999, augment=FASHION_CROP_FLIP),
+    # --- airbench94 (Jordan 2024, arXiv:2404.00498): fast CIFAR-10 training ----------------------
+    # The paper's hyper-parameters, with lr and weight decay for a mean (not summed) batch loss;
+    # 10 whole epochs where it stops at 9.9, since our loop counts epochs.
+    Recipe("airbench94", "airbench94", "cifar10",
+           "airbench94: patch whitening, identity init, Nesterov SGD + Lookahead, label smoothing "
+           "0.2, alternating flip + 2-pixel translate, flip + translate TTA, batch 1024, 10 epochs",
+           source="arXiv:2404.00498 (airbench94)", published=0.9401, optimizer="sgd", lr=1.5,
+           momentum=0.85, nesterov=True, weight_decay=0.0153 / 11.5, norm_lr_scale=64.0,
+           schedule="triangle", pct_start=0.23, div_factor=5.0, end_factor=0.07,
+           batch_size=1024, drop_last=True, epochs=10, label_smoothing=0.2,
+           lookahead=5, lookahead_start=3, lookahead_rho=0.95, lookahead_pow=3.0,
+           tta_flip=True, tta_translate=1, tta_final_only=True, whiten_images=5000,
+           whiten_eps=5e-4, train_epochs_of=(("0.bias", 3),),
+           augment=({"name": "RandomCrop", "size": 32, "padding": 2, "padding_mode": "reflect"},
+                    {"name": "AlternatingFlip"})),
 ]
 
 RECIPES = {r.name: r for r in _RECIPES}

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import nn
+from .. import init, nn
 
 
 def _conv_relu_bn(cin: int, cout: int, kernel: int, padding=0, bias: bool = True) -> list:
@@ -193,6 +193,44 @@ def minivgg_fashion_light(in_channels=1, num_classes=10, image_size=28):
     return minivgg_fashion(in_channels, num_classes, image_size, conv_dropout=0.1, fc_dropout=0.3)
 
 
+def airbench94(in_channels=3, num_classes=10, image_size=32, widths=(64, 256, 256),
+               whiten_kernel=2, bn_momentum=0.4, logit_scale=1 / 9):
+    """airbench94 (Keller Jordan, 2024, arXiv:2404.00498): a 2x2 patch-whitening conv (frozen,
+    2*3*2*2 = 24 filters, set from training images by the recipe) -> GELU, three blocks of
+    [Conv 3x3 -> MaxPool 2 -> BN -> GELU -> Conv 3x3 -> BN -> GELU] (64, 256, 256 filters, no
+    conv biases, BN scale frozen at 1), a global max pool, a bias-free Linear and logits x 1/9.
+    bn_momentum is torch's convention (airbench's 0.6 is 1 - 0.4)."""
+    whiten_width = 2 * in_channels * whiten_kernel ** 2
+    side = image_size - whiten_kernel + 1
+
+    def bn(channels):
+        layer = nn.BatchNorm2d(channels, eps=1e-12, momentum=bn_momentum)
+        layer.weight.requires_grad = False
+        return layer
+
+    whiten = nn.Conv2d(in_channels, whiten_width, whiten_kernel)
+    whiten.weight.requires_grad = False
+    layers, cin = [whiten, nn.GELU()], whiten_width
+    for width in widths:
+        layers += [nn.Conv2d(cin, width, 3, padding="same", bias=False), nn.MaxPool2d(2),
+                   bn(width), nn.GELU(),
+                   nn.Conv2d(width, width, 3, padding="same", bias=False), bn(width), nn.GELU()]
+        cin, side = width, side // 2
+    layers += [nn.MaxPool2d(side), nn.Flatten(), nn.Linear(cin, num_classes, bias=False),
+               nn.Scale(logit_scale)]
+    return nn.Sequential(*layers)
+
+
+def _airbench_init(model) -> None:
+    """After torch's default init: conv biases zero, and each conv's first in_channels filters
+    an identity (a partial Dirac init: the block starts near a residual connection)."""
+    for layer in model.modules():
+        if isinstance(layer, nn.Conv2d):
+            init.dirac_(layer.weight.data[:layer.in_channels])
+            if layer.bias is not None:
+                init.zeros_(layer.bias)
+
+
 def _require_mnist_size(name: str, image_size: int) -> None:
     if image_size != 28:
         raise ValueError(f"{name} is laid out for 28x28 images (its last conv covers the whole "
@@ -205,6 +243,7 @@ class ModelSpec:
     builder: Callable
     default_dataset: str
     fixed_size: int | None = None   # the one image side the net is laid out for, if it has one
+    init: Callable | None = None      # run on the model after the default initialisation
 
     @property
     def description(self) -> str:
@@ -227,6 +266,7 @@ MODELS = {spec.name: spec for spec in [
     ModelSpec("lenet5", lenet5, "fashion-mnist"),
     ModelSpec("minivgg_fashion", minivgg_fashion, "fashion-mnist"),
     ModelSpec("minivgg_fashion_light", minivgg_fashion_light, "fashion-mnist"),
+    ModelSpec("airbench94", airbench94, "cifar10", init=_airbench_init),
 ]}
 
 
@@ -258,6 +298,8 @@ def build(name: str, in_channels: int | None = None, num_classes: int = 10,
                          image_size=image_size, **options)
     rng = np.random.default_rng(seed)
     model.initialize(rng)
+    if spec.init is not None:
+        spec.init(model)
     model.set_rng(rng)
     model.name = name
     return model

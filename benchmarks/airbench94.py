@@ -1,0 +1,313 @@
+"""airbench94 in minivgg against the same recipe in PyTorch: step time, and a short run.
+
+`compare` times one training step of the airbench94 recipe (forward, label-smoothed cross
+entropy, backward, Nesterov SGD with the recipe's parameter groups, Lookahead) at the
+recipe's batch size in both frameworks, from the same initial weights, each in a child
+process of its own, taking turns (minivgg, torch, torch, minivgg, ...), and reports the
+medians, their ratio and the full run they project: the recipe's steps plus its evaluations
+(each epoch's plain pass over the test set, the final one with 6 TTA views).
+
+    python benchmarks/airbench94.py compare --reps 3 --steps 2    # writes results/airbench94/step_time.json
+    python benchmarks/airbench94.py step --framework torch        # one child, prints JSON
+
+`short-run` trains the recipe in minivgg for a few epochs on part of the training set and
+scores a held-out validation split of it (never the test set): that the pieces learn
+together, when a full run does not fit the session. `--widths` trains a narrower net.
+
+    python benchmarks/airbench94.py short-run --epochs 3 --widths 16 32 32 --train-size 4096 \
+        --val-size 1000 --batch-size 256
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results" / "airbench94"
+
+if __name__ == "__main__":
+    from threads import pin_threads  # before NumPy loads OpenBLAS
+    pin_threads(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from minivgg import functional as F  # noqa: E402
+from minivgg.autograd import Tensor, no_grad  # noqa: E402
+from minivgg.experiment import make_lookahead, make_optimizer, param_groups  # noqa: E402
+from minivgg.models import build, get_recipe  # noqa: E402
+
+RECIPE = get_recipe("airbench94")
+STEPS_PER_EPOCH = 50_000 // RECIPE.batch_size
+
+
+def _batch(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, n)
+
+
+def minivgg_stepper(batch):
+    model = build("airbench94", seed=0)
+    optimizer = make_lookahead(RECIPE, make_optimizer(RECIPE, param_groups(RECIPE, model)), model,
+                               STEPS_PER_EPOCH)
+    x, y = _batch(batch)
+
+    def step():
+        loss = F.cross_entropy(model(Tensor(x)), y, label_smoothing=RECIPE.label_smoothing)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def infer():
+        model.eval()
+        with no_grad():
+            model(Tensor(x))
+        model.train()
+
+    return step, infer
+
+
+def torch_twin(torch):
+    """The recipe's model (same weights), optimizer groups and a Lookahead, in PyTorch."""
+    from minivgg.interop import to_torch
+    model = build("airbench94", seed=0)
+    twin = to_torch(model)
+    norm_ids = {id(m.bias) for m in twin.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    trainable = [p for p in twin.parameters() if p.requires_grad]
+    scale = RECIPE.norm_lr_scale
+    groups = [{"params": [p for p in trainable if id(p) not in norm_ids], "lr": RECIPE.lr,
+               "weight_decay": RECIPE.weight_decay},
+              {"params": [p for p in trainable if id(p) in norm_ids], "lr": RECIPE.lr * scale,
+               "weight_decay": RECIPE.weight_decay / scale}]
+    optimizer = torch.optim.SGD(groups, momentum=RECIPE.momentum, nesterov=True)
+    return twin, optimizer
+
+
+class TorchLookahead:
+    """airbench's: every k steps from `start`, slow.lerp_(fast, alpha); fast.copy_(slow), over
+    the parameters and BatchNorm statistics."""
+
+    def __init__(self, model, k, start, alpha):
+        self.model, self.k, self.start, self.alpha = model, k, start, alpha
+        self.steps, self.slow = 0, None
+
+    def tensors(self):
+        return [t for t in self.model.state_dict().values() if t.is_floating_point()]
+
+    def step(self, total):
+        self.steps += 1
+        if self.steps % self.k or self.steps <= self.start:
+            return
+        if self.slow is None:
+            self.slow = [t.clone() for t in self.tensors()]
+            return
+        alpha = 1 - RECIPE.lookahead_rho ** self.k * min(self.steps / total, 1) ** RECIPE.lookahead_pow
+        for slow, fast in zip(self.slow, self.tensors()):
+            slow.lerp_(fast, alpha)
+            fast.copy_(slow)
+
+    def reset(self):
+        if self.slow is not None:
+            for slow, fast in zip(self.slow, self.tensors()):
+                fast.copy_(slow)
+
+
+def torch_stepper(batch, torch):
+    twin, optimizer = torch_twin(torch)
+    lookahead = TorchLookahead(twin, RECIPE.lookahead, 0, None)
+    x, y = (torch.from_numpy(a) for a in _batch(batch))
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=RECIPE.label_smoothing)
+
+    def step():
+        loss = loss_fn(twin(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lookahead.step(total=10 * STEPS_PER_EPOCH)
+
+    def infer():
+        twin.eval()
+        with torch.no_grad():
+            twin(x)
+        twin.train()
+
+    return step, infer
+
+
+def child(args) -> dict:
+    torch = None
+    if args.framework == "torch":
+        import torch
+        torch.set_num_threads(args.threads)
+        step, infer = torch_stepper(args.batch, torch)
+    else:
+        step, infer = minivgg_stepper(args.batch)
+    step()  # warm-up: first-touch allocations, caches
+    times, cpu = [], []
+    for _ in range(args.steps):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        step()
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    infer()
+    start = time.perf_counter()
+    infer()
+    infer_s = time.perf_counter() - start
+    return {"framework": args.framework, "batch": args.batch, "step_s": times, "step_cpu_s": cpu,
+            "infer_s_per_image": infer_s / args.batch, "load_average": os.getloadavg()}
+
+
+def project(step_s: float, infer_per_image: float) -> dict:
+    """Wall time of one full run from the recipe's step time and the time per image of
+    inference: the recipe's steps, each epoch's plain evaluation of the 10,000 test images,
+    and the final TTA's 5 extra views."""
+    steps = RECIPE.epochs * STEPS_PER_EPOCH
+    evals = 10_000 * (RECIPE.epochs + 5)
+    return {"steps": steps, "train_s": steps * step_s, "eval_s": evals * infer_per_image,
+            "total_min": (steps * step_s + evals * infer_per_image) / 60}
+
+
+def compare(args) -> dict:
+    runs = {"minivgg": [], "torch": []}
+    order = ["minivgg", "torch"]
+    for rep in range(args.reps):
+        for framework in (order if rep % 2 == 0 else order[::-1]):
+            cmd = [sys.executable, __file__, "step", "--framework", framework, "--batch",
+                   str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            result = json.loads(out.strip().splitlines()[-1])
+            runs[framework].append(result)
+            print(framework, [round(s, 2) for s in result["step_s"]], flush=True)
+    summary = {}
+    scale = RECIPE.batch_size / args.batch   # the recipe's step from this batch's, linearly
+    for framework, results in runs.items():
+        step_s = statistics.median(s for r in results for s in r["step_s"])
+        cpu_s = statistics.median(s for r in results for s in r["step_cpu_s"])
+        infer = statistics.median(r["infer_s_per_image"] for r in results)
+        summary[framework] = {"median_step_s": step_s, "median_step_cpu_s": cpu_s,
+                              "median_infer_s_per_image": infer,
+                              "projected_run": project(step_s * scale, infer), "runs": results}
+    summary["ratio_minivgg_over_torch_step"] = (summary["minivgg"]["median_step_s"]
+                                                / summary["torch"]["median_step_s"])
+    summary["ratio_minivgg_over_torch_step_cpu"] = (summary["minivgg"]["median_step_cpu_s"]
+                                                    / summary["torch"]["median_step_cpu_s"])
+    summary["flops_per_step"] = 3 * 2 * macs_per_image() * args.batch
+    return summary
+
+
+def macs_per_image() -> int:
+    """Multiply-accumulates of one forward pass: the convolutions and the linear layer."""
+    model = build("airbench94", seed=0)
+    side, total = 32, 0
+    for layer in model:
+        name = type(layer).__name__
+        if name == "Conv2d":
+            kh, kw = layer.kernel_size
+            if layer.padding != "same":
+                side = side - kh + 1
+            total += layer.in_channels * layer.out_channels * kh * kw * side * side
+        elif name == "MaxPool2d":
+            side //= layer.kernel_size
+        elif name == "Linear":
+            total += layer.in_features * layer.out_features
+    return total
+
+
+def short_run(args) -> dict:
+    from minivgg.data import load_dataset, train_val_split
+    from minivgg.experiment import make_trainer
+    images, labels = load_dataset("cifar10", "train")
+    (train_x, train_y), (val_x, val_y) = train_val_split(images, labels, val_size=args.val_size,
+                                                         seed=args.seed)
+    train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
+    # the paper's LR is per 1,024 examples; the weight decay per step then scales with it
+    batch = args.batch_size or RECIPE.batch_size
+    recipe = RECIPE.override(epochs=args.epochs, seed=args.seed, batch_size=batch,
+                             lr=RECIPE.lr * batch / RECIPE.batch_size,
+                             lookahead_start=min(RECIPE.lookahead_start, args.epochs - 1),
+                             train_epochs_of=tuple((k, min(n, args.epochs - 1))
+                                                   for k, n in RECIPE.train_epochs_of))
+    lines = []
+    options = {"widths": tuple(args.widths)} if args.widths else None
+    trainer = make_trainer(recipe, (train_x, train_y), None, (val_x, val_y),
+                           model_options=options, progress=False,
+                           log=lambda line: (print(line, flush=True), lines.append(line)))
+    start = time.perf_counter()
+    trainer.fit()
+    wall = time.perf_counter() - start
+    return {"recipe": recipe.to_dict(), "widths": args.widths or [64, 256, 256],
+            "train_images": len(train_y), "val_images": len(val_y),
+            "num_parameters": trainer.model.num_parameters(), "wall_s": wall,
+            "final_val_acc": trainer.state.history[-1]["val_acc"],
+            "history": trainer.state.history, "log": lines}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("step")
+    s.add_argument("--framework", choices=["minivgg", "torch"], required=True)
+    s.add_argument("--batch", type=int, default=RECIPE.batch_size)
+    s.add_argument("--steps", type=int, default=2)
+    s.add_argument("--threads", type=int, default=2)
+    c = sub.add_parser("compare")
+    c.add_argument("--batch", type=int, default=RECIPE.batch_size)
+    c.add_argument("--steps", type=int, default=2)
+    c.add_argument("--reps", type=int, default=3)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--out", type=Path, default=RESULTS / "step_time.json")
+    r = sub.add_parser("short-run")
+    r.add_argument("--epochs", type=int, default=2)
+    r.add_argument("--widths", type=int, nargs=3, default=None)
+    r.add_argument("--train-size", type=int, default=45_000)
+    r.add_argument("--val-size", type=int, default=5_000)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.command == "step":
+        print(json.dumps(child(args)))
+        return
+    if args.command == "short-run":
+        summary = short_run(args)
+    else:
+        summary = compare(args)
+    summary["command"] = "python benchmarks/airbench94.py " + " ".join(argv or sys.argv[1:])
+    summary["machine"] = machine()
+    out = args.out or RESULTS / (f"short_run_e{args.epochs}_w{'-'.join(map(str, summary['widths']))}"
+                                 f"_n{args.train_size}_b{summary['recipe']['batch_size']}"
+                                 f"_s{args.seed}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.command == "compare":
+        for framework in ("minivgg", "torch"):
+            print(framework, summary[framework]["median_step_s"], summary[framework]["projected_run"])
+        print("ratio", summary["ratio_minivgg_over_torch_step"])
+
+
+def machine() -> dict:
+    import os
+    import platform
+    name = ""
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=ROOT).stdout.strip()
+    return {"cpu": name or platform.processor(), "cpus": os.cpu_count(), "git_commit": git,
+            "load_average_at_end": os.getloadavg()}
+
+
+if __name__ == "__main__":
+    main()
