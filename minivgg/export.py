@@ -191,6 +191,8 @@ def _emit(graph: _Graph, layer, x: str, shape: tuple, folded_bn=None) -> str:
         return g.node("Tanh", [x], "tanh")
     if isinstance(layer, nn.Sigmoid):
         return g.node("Sigmoid", [x], "sigmoid")
+    if isinstance(layer, nn.Scale):
+        return g.node("Mul", [x, g.const("scale", np.array(layer.factor, np.float32))], "scale")
     raise ExportError(f"cannot export a {type(layer).__name__} layer to ONNX: the exporter knows "
                       f"minivgg.nn's layers only")
 

@@ -105,6 +105,7 @@ def test_every_layer_type_and_option():
         ("bn1d_after_relu", nn.ReLU()),
         ("bn1d", nn.BatchNorm1d(12)),
         ("adaptive_even_src", nn.Linear(12, 4)),
+        ("scale", nn.Scale(1 / 9)),
     ]))
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
