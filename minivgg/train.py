@@ -222,13 +222,20 @@ class Trainer:
         with _deferred_interrupt(self):
             self._loop(total_epochs, iteration_based)
         self._restore_best()
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+        self._notify("on_train_end")
         return st
 
     def request_stop(self) -> None:
         """Stop after the current step, write a resume checkpoint and raise TrainingInterrupted."""
         self.stop_requested = True
+
+    def _notify(self, hook: str, *args) -> None:
+        """Call `hook` on every callback that has it: a callback need not subclass Callback, nor
+        define hooks it does not use."""
+        for cb in self.callbacks:
+            method = getattr(cb, hook, None)
+            if method is not None:
+                method(self, *args)
 
     def _loop(self, total_epochs: int, iteration_based: bool) -> None:
         from tqdm.auto import tqdm
@@ -247,20 +254,17 @@ class Trainer:
             bar = tqdm(total=batches, initial=st.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {st.epoch + 1}/{total_epochs}", leave=False, file=sys.stderr)
             if st.batch_in_epoch == 0:
-                for cb in self.callbacks:
-                    cb.on_epoch_begin(self, st.epoch)
+                self._notify("on_epoch_begin", st.epoch)
             start = time.perf_counter()
             for index, (x, y) in enumerate(self.loader):
                 if index < st.batch_in_epoch:
                     continue  # resuming mid-epoch: these batches were trained before
                 if index >= batches:
                     break
-                for cb in self.callbacks:
-                    cb.on_batch_begin(self, index)
+                self._notify("on_batch_begin", index)
                 loss, step_ms = self._step(x, y)
-                for cb in self.callbacks:
-                    cb.on_batch_end(self, index, {"loss": loss, "iteration": self.state.iteration,
-                                                  "step_ms": step_ms})
+                self._notify("on_batch_end", index, {"loss": loss, "iteration": self.state.iteration,
+                                                     "step_ms": step_ms})
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 if iteration_based:
@@ -274,8 +278,7 @@ class Trainer:
             self._end_epoch()
 
     def _interrupt(self):
-        for cb in self.callbacks:
-            cb.on_interrupt(self)
+        self._notify("on_interrupt")
         st = self.state
         raise TrainingInterrupted(f"interrupted after iteration {st.iteration} "
                                   f"(epoch {st.epoch + 1}, batch {st.batch_in_epoch})")
@@ -287,8 +290,7 @@ class Trainer:
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         loss_value = float(loss.data)
         if not math.isfinite(loss_value):
-            for cb in self.callbacks:
-                cb.on_diverged(self)
+            self._notify("on_diverged")
             raise TrainingDiverged(
                 f"the training loss became {loss_value} at epoch {st.epoch + 1}, iteration "
                 f"{st.iteration + 1}; training stopped. Try a lower --lr or --grad-clip.")
@@ -357,8 +359,7 @@ class Trainer:
         st.batch_in_epoch = 0
         st.epoch_loss_sum, st.epoch_correct, st.epoch_seen, st.epoch_time = 0.0, 0, 0, 0.0
         self._early_stopping(record)
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, record)
+        self._notify("on_epoch_end", record)
 
     def _early_stopping(self, record: dict) -> None:
         st = self.state
