@@ -218,3 +218,43 @@ def test_export_checkpoint_writes_atomically(tmp_path, monkeypatch):
         export_checkpoint(run)
     assert out.read_bytes() == b"old"
     assert sorted(p.name for p in run.iterdir()) == ["model.onnx", "model.safetensors"]
+
+
+def test_a_model_trained_on_an_image_folder_matches_and_keeps_its_class_names(tmp_path, monkeypatch):
+    """The exported graph of a run trained with `train --data`: colour 36x36 images, three
+    classes named by their folders, scored on the folder's own test images."""
+    from PIL import Image
+
+    from minivgg.data import load_dataset
+    from minivgg.experiment import run_recipe
+    from minivgg.models import get_recipe
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "colours"
+    for name, colour in (("red", (200, 40, 40)), ("green", (40, 200, 40)), ("blue", (40, 40, 200))):
+        (folder / name).mkdir(parents=True)
+        for i in range(25):
+            img = rng.integers(0, 80, (36, 36, 3)).astype(np.uint8)
+            top, left = rng.integers(2, 14, 2)
+            img[top:top + 20, left:left + 20] = colour
+            Image.fromarray(img).save(folder / name / f"{i}.png")
+    recipe = get_recipe("mnist_20k").override(model="lenet5", dataset=str(folder), iters=15,
+                                              batch_size=16, augment=(), eval_every=15)
+    result = run_recipe(recipe, out=tmp_path / "runs", echo=False, progress=False)
+    path = export_checkpoint(result.run_dir)
+    model, meta = checkpoint.load_model(result.run_dir / "model.safetensors")
+    assert meta["class_names"] == ["blue", "green", "red"] and meta["input_shape"] == [3, 36, 36]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    stored = session.get_modelmeta().custom_metadata_map
+    assert json.loads(stored["class_names"]) == ["blue", "green", "red"]
+    images, _ = load_dataset(str(folder), "test")
+    mean = np.asarray(meta["mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(meta["std"], np.float32).reshape(1, -1, 1, 1)
+    model.eval()
+    for n in (1, min(37, len(images))):
+        x = images[:n].astype(np.float32) / 255
+        with no_grad():
+            expected = model(Tensor((x - mean) / std)).data
+        (got,) = session.run(["logits"], {"image": x})
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
