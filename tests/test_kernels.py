@@ -1,11 +1,11 @@
 """The compiled kernels: each parallel kernel gives the same bits with 1 and 2 threads, and
 the same bits on every run. (Their maths is checked through the ops that call them:
-gradient checks and PyTorch parity in test_norm.py and test_pool.py.)"""
+gradient checks and PyTorch parity in test_conv.py, test_norm.py and test_pool.py.)"""
 import numba
 import numpy as np
 import pytest
 
-from minivgg.kernels import norm, pool
+from minivgg.kernels import conv, norm, pool
 
 pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
                                 reason="needs Numba's pool to have 2 threads (2 cores)")
@@ -39,6 +39,20 @@ BATCH = 37  # not a multiple of any SIMD width
 
 def _data(*shape):
     return np.random.default_rng(RNG_SEED + len(shape)).standard_normal(shape, dtype=np.float32)
+
+
+def test_conv3x3_same_bits_for_any_thread_count():
+    xp, w = _data(5, 9, 10 * BATCH), _data(7, 5, 3, 3)
+    _assert_all_equal(_runs(conv.conv3x3,
+                            lambda: (xp, w, BATCH, np.full((7, 7, 8 * BATCH), np.nan, np.float32)),
+                            [3]))
+
+
+def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
+    # 70 * 37 positions per row: more than one BLOCK, and not a multiple of it
+    xp, g = _data(3, 6, 72 * BATCH), _data(4, 4, 70 * BATCH)
+    _assert_all_equal(_runs(conv.conv3x3_weight_grad,
+                            lambda: (xp, g, BATCH, np.empty((4, 3, 3, 3), np.float32)), [3]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after", [(False, False), (True, False), (False, True)])

@@ -24,6 +24,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from ..kernels.conv import conv3x3, conv3x3_weight_grad
 from .malloc import keep_freed_memory
 
 __all__ = ["conv2d"]
@@ -213,7 +214,10 @@ class Conv2d(Function):
 
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
-        self.row_gemms = use_row_gemms(channels, (kh, kw), stride, oh)
+        self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding)
+        self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
+        if self.direct:
+            return self._forward_direct(x, weight, bias)
         if self.row_gemms:
             return self._forward_rows(x, weight, bias)
 
@@ -241,6 +245,8 @@ class Conv2d(Function):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
         need_x, need_w, need_b = self.needs_input_grad
         g = as_chwn(grad).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
+        if self.direct:
+            return self._backward_direct(g)
         if self.row_gemms:
             return self._backward_rows(g)
 
@@ -262,6 +268,39 @@ class Conv2d(Function):
             if self.padding != (0, 0, 0, 0):
                 dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
             gx = from_chwn(dxp)
+        return gx, gw, gb
+
+    # ---- the direct path: 3x3 stride-1 kernels for the thinnest layers -----------------
+
+    def _forward_direct(self, x, weight, bias):
+        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else _padded_chwn(x, self.padding)
+        out = np.empty((out_channels, oh * ow * batch), x.dtype)
+        conv3x3(xp.reshape(channels, oh + 2, -1), np.ascontiguousarray(weight), batch,
+                out.reshape(out_channels, oh, -1))
+        return self._output(out, bias, xp, weight)
+
+    def _backward_direct(self, g):
+        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        need_x, need_w, need_b = self.needs_input_grad
+        gb = g.sum(axis=1) if need_b else None
+        gw = gx = None
+        if need_w:
+            xp, self.unfolded = self.unfolded, None  # (C, OH + 2, OW + 2, N)
+            gw = np.empty((out_channels, channels, 3, 3), g.dtype)
+            conv3x3_weight_grad(xp.reshape(channels, oh + 2, -1), g.reshape(out_channels, oh, -1),
+                                batch, gw)
+        if need_x:
+            # dx is the 3x3 convolution of g, padded by 2 - padding, with the kernel flipped
+            # and its channel axes swapped.
+            weight, self.w_mat = self.w_mat, None
+            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            pad = tuple(2 - p for p in self.padding)  # (top, bottom, left, right)
+            gp = _padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
+            dx = np.empty((channels, height, width, batch), g.dtype)
+            conv3x3(gp.reshape(out_channels, height + 2, -1), flipped, batch,
+                    dx.reshape(channels, height, -1))
+            gx = from_chwn(dx)
         return gx, gw, gb
 
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
@@ -321,6 +360,19 @@ class Conv2d(Function):
 # products are too thin, and up to 1.5 for 1x1 or 2x2 outputs. Hence the two thresholds.
 ROW_GEMM_MIN_K = 24
 ROW_GEMM_MIN_OH = 4
+
+
+# Direct convolution (kernels/conv.py) for 3x3 stride-1 layers with C*O <= DIRECT_MAX_CO:
+# the first layers of the MNIST nets (one input channel, 6-10 filters), whose GEMMs are too
+# thin for BLAS. From 32 filters on, and on the 6-20 channel middle layers, the GEMM paths
+# were as fast or faster (BENCHMARKS.md, "Convolution paths").
+DIRECT_MAX_CO = 16
+
+
+def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
+               padding: tuple) -> bool:
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
+            and channels * out_channels <= DIRECT_MAX_CO)
 
 
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
