@@ -7,7 +7,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.norm import batch_norm_forward, batch_norm_backward
-from .conv import as_chwn, chwn_view, from_chwn
+from .layout import as_chwn, chwn_view, from_chwn
 
 __all__ = ["batch_norm", "layer_norm"]
 
@@ -234,7 +234,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
                            relu_after=bool(relu_after))
 
 
-class LayerNorm(Function):
+class LayerNormOp(Function):
     """Normalise each sample over its trailing dims: x viewed as (B, D)."""
 
     def forward(self, x, weight, bias, normalized_shape=(), eps=1e-5):
@@ -293,4 +293,4 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -
     _check_affine("layer_norm", "weight", weight, normalized_shape, x.shape)
     _check_affine("layer_norm", "bias", bias, normalized_shape, x.shape)
     _check_eps("layer_norm", eps)
-    return LayerNorm.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)
+    return LayerNormOp.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.pool import max_pool, max_pool_backward
-from .conv import (as_chwn, check_input, chwn_view, col2im, from_chwn, out_length, pair,
-                   window_views)
+from .layout import as_chwn, chwn_view, from_chwn
+from .windows import check_input, col2im, out_length, pair, window_views
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -74,7 +74,7 @@ def _from_planes(a: np.ndarray, chwn: bool, batch: int) -> np.ndarray:
     return a.reshape(batch, -1, a.shape[1], a.shape[2])
 
 
-class MaxPool2d(Function):
+class MaxPool2dOp(Function):
     """out = the maximum of each window; the gradient goes to the first maximal element.
 
     Works in the input's memory order (NCHW, or conv2d's (C, H, W, N): see conv.py) and
@@ -110,7 +110,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
     x = as_tensor(x)
     kernel, stride, padding, out_hw = _pool_geometry(x, kernel_size, stride, padding,
                                                      "max_pool2d")
-    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
+    return MaxPool2dOp.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
 
 
 # ---- average pooling ---------------------------------------------------------------------
@@ -121,7 +121,7 @@ def _unpadded_counts(size: int, kernel: int, stride: int, pad: int, out: int) ->
     return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
 
 
-class AvgPool2d(Function):
+class AvgPool2dOp(Function):
     """out = the sum of each window / divisor (the window size, or its unpadded part)."""
 
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1),
@@ -161,7 +161,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True) -
     x = as_tensor(x)
     kernel, stride, padding, out_hw = _pool_geometry(x, kernel_size, stride, padding,
                                                      "avg_pool2d")
-    return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw,
+    return AvgPool2dOp.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw,
                            count_include_pad=bool(count_include_pad))
 
 
@@ -177,7 +177,7 @@ def _bin_matrix(size: int, bins: int, dtype) -> np.ndarray:
     return (inside / (ends - starts)[:, None]).astype(dtype)
 
 
-class AdaptiveAvgPool2d(Function):
+class AdaptiveAvgPool2dOp(Function):
     """out = x @ P.T per (n, c) plane, P the (OH*OW, H*W) bin-averaging matrix.
 
     Bins of non-divisible sizes overlap and vary in length; P = kron(P_h, P_w) expresses
@@ -213,4 +213,4 @@ def adaptive_avg_pool2d(x, output_size) -> Tensor:
     out_hw = pair(output_size, "output_size", "adaptive_avg_pool2d", minimum=1)
     if 0 in x.shape:
         raise ValueError(f"adaptive_avg_pool2d: empty input of shape {tuple(x.shape)}")
-    return AdaptiveAvgPool2d.apply(x, out_hw=out_hw)
+    return AdaptiveAvgPool2dOp.apply(x, out_hw=out_hw)
