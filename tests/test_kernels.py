@@ -85,3 +85,25 @@ def test_max_pool_same_bits_for_any_thread_count(window):
     g = _data(6, oh, ow, BATCH)
     _assert_all_equal(_runs(pool.max_pool_backward,
                             lambda: (g, argmax, *window, np.empty_like(x)), [8]))
+
+
+def test_kernels_launched_from_two_threads_at_once_take_turns():
+    """Numba's workqueue layer aborts on concurrent launches; `serialised` makes them wait."""
+    import threading
+    x = np.maximum(np.round(_data(6, 8, 8, BATCH)), 0)
+    expected = np.empty((6, 4, 4, BATCH), np.float32)
+    pool.max_pool(x, 2, 2, 2, 2, 0, 0, expected, np.empty((6, 4, 4, BATCH), np.uint8))
+    failures = []
+
+    def work():
+        for _ in range(20):
+            out = np.empty((6, 4, 4, BATCH), np.float32)
+            pool.max_pool(x, 2, 2, 2, 2, 0, 0, out, np.empty((6, 4, 4, BATCH), np.uint8))
+            if not np.array_equal(out, expected):
+                failures.append(1)
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures

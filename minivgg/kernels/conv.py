@@ -19,12 +19,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import serialised
+
 FASTMATH = {"contract"}
 # Positions of an output row handled per pass over the input channels: the block of the
 # output and of the three input rows it reads stay in the core's L1 cache.
 BLOCK = 512
 
 
+@serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv3x3(xp, weight, batch, out):
     """out[o, y, x, n] = sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
@@ -52,6 +55,7 @@ def conv3x3(xp, weight, batch, out):
                                + w[2, 0] * x20[p] + w[2, 1] * x21[p] + w[2, 2] * x22[p])
 
 
+@serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def conv3x3_weight_grad(xp, grad, batch, grad_weight):
     """grad_weight[o, c, i, j] = sum over y, x, n of grad[o, y, x, n] * xp[c, y + i, x + j, n]

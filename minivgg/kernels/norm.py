@@ -18,7 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import serialised
 
+
+@serialised
 @njit(parallel=True, cache=True)
 def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean, invstd):
     """out = max?(weight * (max?(x, 0) - mean) * invstd + bias, 0) per channel; writes the
@@ -57,6 +60,7 @@ def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean,
     return variance
 
 
+@serialised
 @njit(parallel=True, cache=True)
 def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_after, dx,
                         grad_weight, grad_bias):

@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import serialised
 
+
+@serialised
 @njit(parallel=True, cache=True)
 def max_pool(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out, argmax):
     """out[p, y, x, l] = the maximum of window (y, x); argmax = its tap i*KW + j, the first
@@ -43,6 +46,7 @@ def max_pool(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, out, argma
                                 tap_of_best[n] = tap
 
 
+@serialised
 @njit(parallel=True, cache=True)
 def max_pool_backward(grad, argmax, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
                       grad_x):
