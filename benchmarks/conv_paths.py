@@ -125,9 +125,9 @@ def write_benchmarks(result: dict) -> None:
         head, rest = text.split(BEGIN, 1)
         text = head + section + rest.split(END, 1)[1]
     else:
-        anchor = "### Profile: "
-        at = text.index(anchor)
-        text = text[:at] + section + "\n\n" + text[at:]
+        # after the section speed.py generates (which it rewrites whole)
+        at = text.index("<!-- speed:end -->") + len("<!-- speed:end -->")
+        text = text[:at] + "\n\n" + section + text[at:]
     BENCHMARKS.write_text(text)
 
 
