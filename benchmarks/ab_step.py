@@ -101,8 +101,9 @@ def main(argv=None) -> int:
         print(f"round {round_ + 1}: A {results['A'][-1]:.2f} ms  B {results['B'][-1]:.2f} ms",
               flush=True)
     a, b = statistics.median(results["A"]), statistics.median(results["B"])
-    print(f"{args.model} batch {args.batch}, {args.threads} threads, {args.clock} clock: A ({args.a}) {a:.2f} ms/step, "
-          f"B ({args.b}) {b:.2f} ms/step, B/A time {b / a:.3f} (speed-up {a / b:.2f}x)")
+    print(f"{args.model} batch {args.batch}, {args.threads} threads: A ({args.a}) {a:.2f} ms/step, "
+          f"B ({args.b}) {b:.2f} ms/step, B/A time {b / a:.3f} (speed-up {a / b:.2f}x)"
+          + ("; process CPU time" if args.clock == "cpu" else ""))
     return 0
 
 
