@@ -1,4 +1,4 @@
-"""Pin every BLAS/OpenMP thread pool of a benchmark to --threads threads (default 2).
+"""Pin every BLAS/OpenMP/Numba thread pool of a benchmark to --threads threads (default 2).
 
 Imported by the benchmark scripts before NumPy: OpenBLAS reads its thread count only when
 it loads, and the comparison is only fair with the same count on both sides whatever the
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 def pin_threads(argv) -> int:

@@ -12,12 +12,13 @@ import pytest
 
 import minivgg
 import minivgg.functional as F
-from minivgg.functional import conv, norm
+from minivgg.functional import conv, norm, windows
 from conftest import gradcheck
 
 
 @pytest.fixture
 def tiny_blocks(monkeypatch):
+    monkeypatch.setattr(windows, "BLOCK_BYTES", 1)
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
     monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
 
@@ -50,6 +51,7 @@ def test_one_row_blocks_gradcheck(tiny_blocks):
 def test_one_row_blocks_equal_whole_arrays(monkeypatch):
     arrays = _zoo_block_arrays(np.float32)
     whole = _outputs_and_grads(_zoo_block, *arrays)
+    monkeypatch.setattr(windows, "BLOCK_BYTES", 1)
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
     monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
     blocked = _outputs_and_grads(_zoo_block, *arrays)

@@ -10,7 +10,7 @@ import pytest
 
 import minivgg
 import minivgg.functional as F
-from minivgg.functional.conv import as_chwn, chwn_view, from_chwn
+from minivgg.functional.layout import as_chwn, chwn_view, from_chwn
 from conftest import gradcheck
 
 

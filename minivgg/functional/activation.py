@@ -7,12 +7,12 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from .conv import as_chwn, chwn_view, from_chwn
+from .layout import as_chwn, chwn_view, from_chwn
 
 __all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
 
 
-class ReLU(Function):
+class ReLUOp(Function):
     def forward(self, x):
         out = np.maximum(x, 0)
         if self.requires_grad:
@@ -36,7 +36,7 @@ def _select_slope(positive: np.ndarray, negative_slope: np.ndarray | float, grad
     return slope
 
 
-class ELU(Function):
+class ELUOp(Function):
     """alpha * (exp(x) - 1) for x <= 0, x otherwise."""
 
     def forward(self, x, alpha=1.0):
@@ -56,7 +56,7 @@ class ELU(Function):
         return (_select_slope(x > 0, slope, grad),)
 
 
-class LeakyReLU(Function):
+class LeakyReLUOp(Function):
     def forward(self, x, negative_slope=0.01):
         if self.requires_grad:
             self.x, self.negative_slope = x, negative_slope
@@ -103,7 +103,7 @@ _TANH_BETA = math.sqrt(2 / math.pi)
 _TANH_KAPPA = 0.044715
 
 
-class GELU(Function):
+class GELUOp(Function):
     """x * Phi(x), Phi the standard normal CDF; or its tanh approximation."""
 
     def forward(self, x, approximate="none"):
@@ -133,7 +133,7 @@ class GELU(Function):
         return (grad * slope,)
 
 
-class Tanh(Function):
+class TanhOp(Function):
     def forward(self, x):
         out = np.tanh(x)
         if self.requires_grad:
@@ -145,7 +145,7 @@ class Tanh(Function):
         return (grad * ((1 - self.out) * (1 + self.out)),)
 
 
-class Sigmoid(Function):
+class SigmoidOp(Function):
     def forward(self, x):
         e = np.exp(-np.abs(x))  # never overflows
         out = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
@@ -163,37 +163,37 @@ def _check_number(op: str, name: str, value) -> None:
 
 
 def relu(x) -> Tensor:
-    return ReLU.apply(x)
+    return ReLUOp.apply(x)
 
 
 def elu(x, alpha: float = 1.0) -> Tensor:
     _check_number("elu", "alpha", alpha)
-    return ELU.apply(x, alpha=alpha)
+    return ELUOp.apply(x, alpha=alpha)
 
 
 def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
     _check_number("leaky_relu", "negative_slope", negative_slope)
-    return LeakyReLU.apply(x, negative_slope=negative_slope)
+    return LeakyReLUOp.apply(x, negative_slope=negative_slope)
 
 
 def gelu(x, approximate: str = "none") -> Tensor:
     """x * Phi(x) (approximate="none", exact erf form) or its "tanh" approximation."""
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    return GELU.apply(x, approximate=approximate)
+    return GELUOp.apply(x, approximate=approximate)
 
 
 def tanh(x) -> Tensor:
-    return Tanh.apply(x)
+    return TanhOp.apply(x)
 
 
 def sigmoid(x) -> Tensor:
-    return Sigmoid.apply(x)
+    return SigmoidOp.apply(x)
 
 
 # ---- dropout ---------------------------------------------------------------------
 
-class Dropout(Function):
+class DropoutOp(Function):
     """out = x * mask; mask holds 0 or 1 / (1 - p) and broadcasts against x."""
 
     def forward(self, x, mask=None):
@@ -229,7 +229,7 @@ def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
         np.greater_equal(mask, p, out=mask)
         mask = mask.astype(x.dtype, copy=False)
         mask *= 1 / (1 - p)
-    return Dropout.apply(x, mask=mask)
+    return DropoutOp.apply(x, mask=mask)
 
 
 def dropout(x, p: float = 0.5, training: bool = True, rng=None) -> Tensor:

@@ -126,7 +126,7 @@ class Mean(Function):
         return (np.broadcast_to(grad / self.count, self.in_shape).astype(grad.dtype),)
 
 
-class Linear(Function):
+class LinearOp(Function):
     """y = x @ W.T + b with W in PyTorch's (out_features, in_features) layout."""
 
     def forward(self, x, weight, bias=None):
@@ -205,4 +205,4 @@ def linear(x, weight, bias=None) -> Tensor:
         raise ValueError(
             f"linear: input has {x.shape[1]} features but the weight expects {weight.shape[1]} "
             f"(weight shape {tuple(weight.shape)}, input shape {tuple(x.shape)})")
-    return Linear.apply(x, weight, bias)
+    return LinearOp.apply(x, weight, bias)

@@ -1,7 +1,7 @@
-"""2-D convolution as GEMMs over unfolded input, and the window and layout helpers pooling
-shares. Two algorithms: im2col + one GEMM (first layers, strided convs, small maps), and
-row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the wide
-stride-1 layers, which keeps a third of im2col's buffer for backward.
+"""2-D convolution, three paths: direct 3x3 kernels (kernels/conv.py) for the thinnest
+layers (see DIRECT_MAX_CO), im2col + one GEMM (first layers, strided convs, small maps),
+and row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the
+wide stride-1 layers, which keeps a third of im2col's buffer for backward.
 
 Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
 slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
@@ -11,165 +11,20 @@ NumPy's per-run overhead dominates. Forward+backward with N=128, measured agains
 KH*KW*C) @ W.T: 32->32 channels on 32x32 maps 128 ms vs 139 and 231; 64->64 on 16x16 76
 vs 81 and 95; 256->256 on 4x4 38 vs 51 and 35; 1->6 on 28x28 3.5 vs 2.8 and 6.7.
 
-The output is returned as the (N, C, H, W) transpose of the (C, H, W, N) array the GEMM
-wrote: NCHW in shape and indexing, (C, H, W, N) in memory, as a PyTorch channels_last
-tensor is NCHW in shape and NHWC in memory (see `chwn_view`). The ops that usually follow
-a convolution (ReLU, batch_norm, tiled max pooling, the next conv2d) work in that order
-without converting it; anything else sees an ordinary strided array.
+The output is returned as the (N, C, H, W) transpose of the (C, H, W, N) array computed,
+over the same memory (see layout.py).
 """
 from __future__ import annotations
-
-import numbers
 
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from ..kernels.conv import conv3x3, conv3x3_weight_grad
+from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import keep_freed_memory
+from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
 
 __all__ = ["conv2d"]
-
-
-# ---- argument checks shared with pool.py ---------------------------------------------
-
-def pair(value, name: str, op: str, minimum: int) -> tuple:
-    """An int or a pair of ints, each >= minimum, as a (height, width) tuple."""
-    values = (value, value) if isinstance(value, numbers.Integral) else value
-    if (not isinstance(values, (tuple, list)) or len(values) != 2
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                       for v in values)):
-        raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if min(values) < minimum:
-        raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
-    return int(values[0]), int(values[1])
-
-
-def check_input(x: Tensor, op: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(
-            f"{op} expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}; "
-            f"add a batch dimension with x.reshape(1, *x.shape) for a single image")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise ValueError(f"{op} expects a floating-point input, got dtype {x.dtype}; "
-                         f"convert it with x.astype(np.float32)")
-
-
-def out_length(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    """How many window positions fit along one axis (PyTorch's floor mode)."""
-    return (size + pad_before + pad_after - kernel) // stride + 1
-
-
-# ---- windows, im2col, col2im -----------------------------------------------------------
-
-def window_views(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
-                 axes: tuple = (-2, -1)) -> list:
-    """The KH*KW strided views of `a` that kernel tap (i, j) sees, in row-major tap order.
-
-    View (i, j) holds a[..., i + stride_h * oh, j + stride_w * ow, ...] for every output
-    position (oh, ow); `axes` are the two spatial axes of `a`.
-    """
-    (kh, kw), (sh, sw), (oh, ow) = kernel, stride, out_hw
-    views = []
-    for i in range(kh):
-        for j in range(kw):
-            index = [slice(None)] * a.ndim
-            index[axes[0]] = slice(i, i + sh * (oh - 1) + 1, sh)
-            index[axes[1]] = slice(j, j + sw * (ow - 1) + 1, sw)
-            views.append(a[tuple(index)])
-    return views
-
-
-# im2col and col2im go through axis 0 (channels in conv2d's (C, H, W, N) layout, samples
-# in pooling's NCHW) a block of about BLOCK_BYTES at a time, so that all KH*KW taps of a
-# block read (im2col) or accumulate into (col2im) memory that stays in the core's cache;
-# a whole-array pass per tap streams it from memory KH*KW times. 3x3 taps, 1.4-1.8x
-# faster for im2col (minivggnet's 32 -> 32 layer at batch 64: 7.1 -> 3.9 ms) and 1.1-1.4x
-# for col2im.
-BLOCK_BYTES = 512 * 1024
-
-
-def _blocks(shape: tuple, itemsize: int, axes: tuple) -> list:
-    """Slices of axis 0 of an array of `shape` covering about BLOCK_BYTES each (the whole
-    array when axis 0 is one of the spatial `axes`)."""
-    if 0 in [axis % len(shape) for axis in axes]:
-        return [slice(None)]
-    per_row = itemsize * int(np.prod(shape[1:]))
-    step = max(1, BLOCK_BYTES // max(per_row, 1))
-    return [slice(start, start + step) for start in range(0, shape[0], step)]
-
-
-def im2col(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
-           axes: tuple = (-2, -1)) -> np.ndarray:
-    """(..., H, ..., W, ...) -> (KH*KW, ..., OH, ..., OW, ...): one copy per kernel tap."""
-    views = window_views(a, kernel, stride, out_hw, axes)
-    cols = np.empty((len(views),) + views[0].shape, dtype=a.dtype)
-    for block in _blocks(a.shape, a.itemsize, axes):
-        for k, view in enumerate(views):
-            cols[k, block] = view[block]
-    return cols
-
-
-def col2im(slabs, shape: tuple, dtype, kernel: tuple, stride: tuple, out_hw: tuple,
-           axes: tuple = (-2, -1)) -> np.ndarray:
-    """The adjoint of im2col: add each tap's (..., OH, ..., OW, ...) slab back into `shape`.
-
-    `slabs` yields one slab per tap in tap order: a (KH*KW, ...) array or a list, or a
-    generator that computes each slab on demand so the taps are never all in memory at
-    once (then the whole array is one block). When the windows tile `shape` exactly
-    (stride == kernel, sizes divisible) every element is written once, so slabs are
-    assigned instead of summed into zeros.
-    """
-    tiles = (tuple(stride) == tuple(kernel)
-             and out_hw[0] * kernel[0] == shape[axes[0]]
-             and out_hw[1] * kernel[1] == shape[axes[1]])
-    out = np.empty(shape, dtype)
-    views = window_views(out, kernel, stride, out_hw, axes)
-    blocks = (_blocks(shape, out.itemsize, axes)
-              if isinstance(slabs, (np.ndarray, list, tuple)) else [slice(None)])
-    for block in blocks:
-        if not tiles:
-            out[block] = 0
-        for view, slab in zip(views, slabs):
-            target = view[block]
-            if tiles:
-                target[...] = slab[block]
-            else:
-                target += slab[block]
-    return out
-
-
-# ---- (C, H, W, N) memory behind (N, C, H, W) arrays -----------------------------------
-
-def chwn_view(a: np.ndarray) -> np.ndarray | None:
-    """The contiguous (C, H, W, N) array behind an (N, C, H, W) array laid out that way in
-    memory (conv2d's outputs and what follows them), or None for any other layout."""
-    chwn = a.transpose(1, 2, 3, 0)
-    return chwn if chwn.flags.c_contiguous else None
-
-
-def copy_to_chwn(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Write the (N, C, H, W) array a into the (C, H, W, N) array out (it may be a view)."""
-    if chwn_view(a) is not None:
-        out[...] = a.transpose(1, 2, 3, 0)  # runs of W*N contiguous values
-        return out
-    # One channel at a time: a whole-array transpose that moves N from the first axis to
-    # the last writes with a stride of N values and is several times slower.
-    for c in range(a.shape[1]):
-        out[c] = a[:, c].transpose(1, 2, 0)
-    return out
-
-
-def as_chwn(a: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> contiguous (C, H, W, N): the memory behind a, or a copy in that order."""
-    chwn = chwn_view(a)
-    if chwn is not None:
-        return chwn
-    batch, channels, height, width = a.shape
-    return copy_to_chwn(a, np.empty((channels, height, width, batch), dtype=a.dtype))
-
-
-def from_chwn(a: np.ndarray) -> np.ndarray:
-    """(C, H, W, N) -> the (N, C, H, W) array over the same memory (no copy)."""
-    return a.transpose(3, 0, 1, 2)
 
 
 def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> tuple:
@@ -193,7 +48,7 @@ def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> t
 
 # ---- conv2d -----------------------------------------------------------------------------
 
-class Conv2d(Function):
+class Conv2dOp(Function):
     """out[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, s*oh + i, s*ow + j].
 
     Forward: im2col on the (C, Hp, Wp, N) padded input gives cols (KH*KW*C, OH*OW*N);
@@ -213,14 +68,17 @@ class Conv2d(Function):
 
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
-        self.row_gemms = use_row_gemms(channels, (kh, kw), stride, oh)
+        self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding)
+        self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
+        if self.direct:
+            return self._forward_direct(x, weight, bias)
         if self.row_gemms:
             return self._forward_rows(x, weight, bias)
 
         if padding == (0, 0, 0, 0):
             xp = as_chwn(x)  # (C, H, W, N): no copy when x came from a conv2d
         else:
-            xp = _padded_chwn(x, padding)  # (C, Hp, Wp, N)
+            xp = padded_chwn(x, padding)  # (C, Hp, Wp, N)
         cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
         cols = cols.reshape(kh * kw * channels, oh * ow * batch)
         w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
@@ -241,6 +99,8 @@ class Conv2d(Function):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
         need_x, need_w, need_b = self.needs_input_grad
         g = as_chwn(grad).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
+        if self.direct:
+            return self._backward_direct(g)
         if self.row_gemms:
             return self._backward_rows(g)
 
@@ -262,6 +122,39 @@ class Conv2d(Function):
             if self.padding != (0, 0, 0, 0):
                 dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
             gx = from_chwn(dxp)
+        return gx, gw, gb
+
+    # ---- the direct path: 3x3 stride-1 kernels for the thinnest layers -----------------
+
+    def _forward_direct(self, x, weight, bias):
+        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
+        out = np.empty((out_channels, oh * ow * batch), x.dtype)
+        conv3x3(xp.reshape(channels, oh + 2, -1), np.ascontiguousarray(weight), batch,
+                out.reshape(out_channels, oh, -1))
+        return self._output(out, bias, xp, weight)
+
+    def _backward_direct(self, g):
+        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        need_x, need_w, need_b = self.needs_input_grad
+        gb = g.sum(axis=1) if need_b else None
+        gw = gx = None
+        if need_w:
+            xp, self.unfolded = self.unfolded, None  # (C, OH + 2, OW + 2, N)
+            gw = np.empty((out_channels, channels, 3, 3), g.dtype)
+            conv3x3_weight_grad(xp.reshape(channels, oh + 2, -1), g.reshape(out_channels, oh, -1),
+                                batch, gw)
+        if need_x:
+            # dx is the 3x3 convolution of g, padded by 2 - padding, with the kernel flipped
+            # and its channel axes swapped.
+            weight, self.w_mat = self.w_mat, None
+            flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+            pad = tuple(2 - p for p in self.padding)  # (top, bottom, left, right)
+            gp = padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
+            dx = np.empty((channels, height, width, batch), g.dtype)
+            conv3x3(gp.reshape(out_channels, height + 2, -1), flipped, batch,
+                    dx.reshape(channels, height, -1))
+            gx = from_chwn(dx)
         return gx, gw, gb
 
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
@@ -323,6 +216,19 @@ ROW_GEMM_MIN_K = 24
 ROW_GEMM_MIN_OH = 4
 
 
+# Direct convolution (kernels/conv.py) for 3x3 stride-1 layers with C*O <= DIRECT_MAX_CO:
+# the first layers of the MNIST nets (one input channel, 6-10 filters), whose GEMMs are too
+# thin for BLAS. From 32 filters on, and on the 6-20 channel middle layers, the GEMM paths
+# were as fast or faster (BENCHMARKS.md, "Convolution paths").
+DIRECT_MAX_CO = 16
+
+
+def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
+               padding: tuple) -> bool:
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
+            and channels * out_channels <= DIRECT_MAX_CO)
+
+
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """out += a @ b, a slab of columns at a time: the product of each slab lands in a small
     scratch buffer that is added while still in cache, never in an out-sized temporary."""
@@ -351,7 +257,7 @@ def unfold_rows(x: np.ndarray, kw: int, padding: tuple, out_w: int) -> np.ndarra
     channels, height, width, batch = x.shape
     top, bottom, left, _ = padding
     rows = np.empty((kw, channels, height + top + bottom, out_w, batch), x.dtype)
-    for block in _blocks(x.shape, x.itemsize, (1, 2)):
+    for block in cache_blocks(x.shape, x.itemsize, (1, 2)):
         for j in range(kw):
             lo, hi = _row_window(j, left, width, out_w)
             dst = rows[j, block]
@@ -369,7 +275,7 @@ def fold_rows(d_rows: np.ndarray, shape: tuple, padding: tuple) -> np.ndarray:
     channels, height, width, batch = shape
     top, _, left, _ = padding
     dx = np.empty(shape, d_rows.dtype)
-    for block in _blocks(shape, d_rows.itemsize, (1, 2)):
+    for block in cache_blocks(shape, d_rows.itemsize, (1, 2)):
         dx[block] = 0
         for j in range(kw):
             lo, hi = _row_window(j, left, width, out_w)
@@ -394,19 +300,6 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     cols_batches = cols.reshape(rows, batches, span).transpose(1, 0, 2)  # (B, K, P/B)
     g_batches = g.reshape(g.shape[0], batches, span).transpose(1, 2, 0)  # (B, P/B, O)
     return np.matmul(cols_batches, g_batches).sum(axis=0).T
-
-
-def _padded_chwn(x: np.ndarray, padding: tuple) -> np.ndarray:
-    """(N, C, H, W) -> (C, H + top + bottom, W + left + right, N) with a zero border."""
-    batch, channels, height, width = x.shape
-    top, bottom, left, right = padding
-    xp = np.empty((channels, height + top + bottom, width + left + right, batch), x.dtype)
-    xp[:, :top] = 0
-    xp[:, top + height:] = 0
-    xp[:, top:top + height, :left] = 0
-    xp[:, top:top + height, left + width:] = 0
-    copy_to_chwn(x, xp[:, top:top + height, left:left + width])
-    return xp
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
@@ -453,4 +346,4 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     # im2col buffers and activations are megabytes, allocated and freed every step: from
     # the first convolution on, keep freed memory for the next step (see malloc.py).
     keep_freed_memory()
-    return Conv2d.apply(x, weight, bias, stride=stride, padding=pads)
+    return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads)

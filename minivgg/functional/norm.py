@@ -6,7 +6,8 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from .conv import as_chwn, chwn_view, from_chwn
+from ..kernels.norm import batch_norm_forward, batch_norm_backward
+from .layout import as_chwn, chwn_view, from_chwn
 
 __all__ = ["batch_norm", "layer_norm"]
 
@@ -72,52 +73,9 @@ def _blocks(rows: np.ndarray, axis: int) -> list:
     return [slice(c, c + step) for c in range(0, rows.shape[0], step)]
 
 
-def _normalise(rows, out, weight, bias, axis: int, eps: float) -> tuple:
-    """Training-mode batch norm of one block into out; returns the block's (first-pass
-    mean, mean, biased var, residual, invstd), each (C,)."""
-    count = rows.size // rows.shape[axis]
-    first_mean = _channel_sum(rows, axis) / count
-    centred = np.subtract(rows, _per_channel(first_mean, axis), out=out)
-    # Corrected two-pass variance (Chan, Golub & LeVeque): the rounding error of the
-    # float32 mean leaves a small residual mean in `centred`; measuring it and folding it
-    # into mean, var and the gradients keeps channels whose mean is far from zero accurate
-    # without another pass over `centred`.
-    residual = _channel_sum(centred, axis) / count
-    var = _channel_dot(centred, centred, axis) / count
-    var = np.maximum(var - residual * residual, 0)
-    invstd = 1.0 / np.sqrt(var + eps)
-    scale = invstd if weight is None else invstd * weight
-    shift = -residual * scale if bias is None else bias - residual * scale
-    out *= _per_channel(scale, axis)
-    out += _per_channel(shift, axis)
-    return first_mean, first_mean + residual, var, residual, invstd
-
-
-def _normalise_backward(dy, rows, first_mean, residual, invstd, weight, axis: int, gx,
-                        need_x: bool):
-    """Training-mode gradients of one block: returns (sum dy, sum dy * xhat), each (C,),
-    and when need_x writes dx into gx (always its scratch space).
-
-    dx = weight * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), means per channel,
-    xhat = (centred - residual) * invstd, centred = rows - first_mean as in forward.
-    """
-    count = dy.size // dy.shape[axis]
-    centred = np.subtract(rows, _per_channel(first_mean, axis), out=gx)
-    sum_dy = _channel_sum(dy, axis)
-    sum_dy_xhat = (_channel_dot(dy, centred, axis) - residual * sum_dy) * invstd
-    if need_x:
-        xhat_coeff = -sum_dy_xhat / count  # dx / k = dy - mean(dy) + xhat_coeff * xhat
-        centred_coeff = xhat_coeff * invstd
-        gx *= _per_channel(centred_coeff, axis)
-        gx -= _per_channel(centred_coeff * residual + sum_dy / count, axis)
-        gx += dy
-        gx *= _per_channel(invstd if weight is None else invstd * weight, axis)
-    return sum_dy, sum_dy_xhat
-
-
-def _part(v, block: slice):
-    """The block's entries of a per-channel vector (or None)."""
-    return None if v is None else v[block]
+def _channels_first(rows: np.ndarray, axis: int) -> np.ndarray:
+    """A 3-D view with its channel axis `axis` as the (C, R, L) view the kernels take."""
+    return rows if axis == 0 else rows.transpose(1, 0, 2)
 
 
 class BatchNorm(Function):
@@ -141,23 +99,20 @@ class BatchNorm(Function):
         if training:
             channels = rows.shape[axis]
             out = np.empty_like(rows)
-            first_mean, mean, var, residual, invstd = (np.empty(channels, rows.dtype)
-                                                       for _ in range(5))
-            for b in _blocks(rows, axis):
-                source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
-                first_mean[b], mean[b], var[b], residual[b], invstd[b] = _normalise(
-                    source, out[b], _part(weight, b), _part(bias, b), axis, eps)
-                if relu_after:
-                    np.maximum(out[b], 0, out=out[b])
+            mean, invstd = np.empty(channels), np.empty(channels)  # float64
+            ones, zeros = np.ones(channels, rows.dtype), np.zeros(channels, rows.dtype)
+            var = batch_norm_forward(
+                _channels_first(rows, axis), ones if weight is None else weight,
+                zeros if bias is None else bias, eps, relu, relu_after,
+                _channels_first(out, axis), mean, invstd)
             count = rows.size // channels
             if running_mean is not None:
-                running_mean[...] = momentum * mean + (1 - momentum) * running_mean
+                running_mean[...] = momentum * mean.astype(rows.dtype) + (1 - momentum) * running_mean
             if running_var is not None:
-                unbiased = var * (count / (count - 1))
+                unbiased = (var * (count / (count - 1))).astype(rows.dtype)
                 running_var[...] = momentum * unbiased + (1 - momentum) * running_var
             if self.requires_grad:
-                self.rows, self.first_mean, self.residual, self.invstd = (
-                    rows, first_mean, residual, invstd)
+                self.rows, self.mean, self.invstd = rows, mean, invstd
                 self.out = out if relu_after else None
             return _restore(out, x.shape, axis)
 
@@ -205,17 +160,13 @@ class BatchNorm(Function):
         dy = _in_layout(grad, rows, axis)  # 3-D, laid out as forward's input
         channels = dy.shape[axis]
         sum_dy, sum_dy_xhat = np.empty(channels, dy.dtype), np.empty(channels, dy.dtype)
-        gx = np.empty_like(rows)  # also the scratch for x - mean when dx is not needed
-        for b in _blocks(dy, axis):
-            # with relu, BN's input max(x, 0) is rebuilt in the scratch, in cache
-            source = np.maximum(rows[b], 0, out=gx[b]) if self.relu else rows[b]
-            # with relu_after, the ReLU's mask is applied to this block's gradient first
-            dy_b = dy[b] if self.out is None else dy[b] * (self.out[b] > 0)
-            sum_dy[b], sum_dy_xhat[b] = _normalise_backward(
-                dy_b, source, self.first_mean[b], self.residual[b], self.invstd[b],
-                _part(self.weight, b), axis, gx[b], need_x)
-            if self.relu and need_x:
-                gx[b] *= rows[b] > 0
+        gx = np.empty_like(rows) if need_x else np.empty((0, 0, 0), rows.dtype)
+        weight = np.ones(channels, rows.dtype) if self.weight is None else self.weight
+        out = rows if self.out is None else self.out  # only read when relu_after
+        batch_norm_backward(
+            _channels_first(rows, axis), _channels_first(dy, axis), _channels_first(out, axis),
+            weight, self.mean, self.invstd, self.relu, self.out is not None,
+            _channels_first(gx, axis) if need_x else gx, sum_dy_xhat, sum_dy)
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
         return (_restore(gx, grad.shape, axis) if need_x else None), gw, gb
@@ -283,7 +234,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
                            relu_after=bool(relu_after))
 
 
-class LayerNorm(Function):
+class LayerNormOp(Function):
     """Normalise each sample over its trailing dims: x viewed as (B, D)."""
 
     def forward(self, x, weight, bias, normalized_shape=(), eps=1e-5):
@@ -342,4 +293,4 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -
     _check_affine("layer_norm", "weight", weight, normalized_shape, x.shape)
     _check_affine("layer_norm", "bias", bias, normalized_shape, x.shape)
     _check_eps("layer_norm", eps)
-    return LayerNorm.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)
+    return LayerNormOp.apply(x, weight, bias, normalized_shape=normalized_shape, eps=eps)

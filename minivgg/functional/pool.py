@@ -1,21 +1,18 @@
 """Max, average and adaptive average pooling over NCHW inputs, each forward beside its backward.
 
-The general path (any kernel, stride, padding; overlapping windows) reads the KH*KW window
-taps as strided views (conv.py's window_views: one whole-batch operation per tap, no loop
-over samples or pixels) and scatters gradients back with conv.py's col2im (one slice-add
-per tap). It never materialises the (KH*KW, N, C, OH, OW) columns: a running maximum or
-sum over the views measured ~1.5-2x faster than im2col + reduce.
-
-Max pooling with windows that tile the input (kernel == stride, no padding, divisible
-sizes: VGG's 2x2 pools) takes a reshape-based fast path, separable by rows and columns.
+Max pooling runs in a compiled kernel (kernels/pool.py), any kernel, stride and padding.
+Average pooling reads the KH*KW window taps as strided views (conv.py's window_views: one
+whole-batch operation per tap, no loop over samples or pixels) and scatters gradients back
+with conv.py's col2im (one slice-add per tap).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from .conv import (as_chwn, check_input, chwn_view, col2im, from_chwn, out_length, pair,
-                   window_views)
+from ..kernels.pool import max_pool, max_pool_backward
+from .layout import as_chwn, chwn_view, from_chwn
+from .windows import check_input, col2im, out_length, pair, window_views
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -36,35 +33,6 @@ def _crop(a: np.ndarray, padding: tuple) -> np.ndarray:
     if ph == 0 and pw == 0:
         return a
     return np.ascontiguousarray(a[:, :, ph:a.shape[2] - ph, pw:a.shape[3] - pw])
-
-
-def _running_max(views: list) -> np.ndarray:
-    out = views[0].copy()
-    for view in views[1:]:
-        np.maximum(out, view, out=out)
-    return out
-
-
-def _first_argmax(views: list, out: np.ndarray) -> np.ndarray:
-    """Index of the first view equal to the maximum `out`, as PyTorch picks among ties.
-
-    ReLU outputs make ties (all-zero windows) common, so the tie rule matters. The index
-    of the first maximal view is the number of views before it, i.e. the number of views
-    after which the element is still unclaimed; counting those takes one comparison per
-    view and is ~5x faster than np.argmax along a stacked axis.
-    """
-    unclaimed = views[0] != out
-    index = unclaimed.astype(np.min_scalar_type(len(views) - 1))
-    for view in views[1:-1]:
-        unclaimed &= view != out
-        index += unclaimed
-    return index
-
-
-def _tiles(shape: tuple, kernel: tuple, stride: tuple, padding: tuple) -> bool:
-    """Whether the windows cover the (N, C, H, W) input exactly once each."""
-    return (kernel == stride and padding == (0, 0)
-            and shape[2] % kernel[0] == 0 and shape[3] % kernel[1] == 0)
 
 
 def _pool_geometry(x: Tensor, kernel_size, stride, padding, op: str):
@@ -89,78 +57,48 @@ def _pool_geometry(x: Tensor, kernel_size, stride, padding, op: str):
 
 # ---- max pooling -------------------------------------------------------------------------
 
-class MaxPool2d(Function):
-    """out = the maximum of each window; the gradient goes to the first maximal element."""
-
-    def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1)):
-        xp = _pad(x, padding, -np.inf)  # (N, C, Hp, Wp)
-        views = window_views(xp, kernel, stride, out_hw)  # KH*KW views, each (N, C, OH, OW)
-        out = _running_max(views)
-        if self.requires_grad:
-            self.argmax = _first_argmax(views, out)  # (N, C, OH, OW) winning tap
-            self.padded_shape, self.kernel, self.stride, self.padding, self.out_hw = (
-                xp.shape, kernel, stride, padding, out_hw)
-        return out
-
-    def backward(self, grad):
-        taps = self.kernel[0] * self.kernel[1]
-        routed = (grad * (self.argmax == k) for k in range(taps))
-        dxp = col2im(routed, self.padded_shape, grad.dtype, self.kernel, self.stride,
-                     self.out_hw)
-        return (_crop(dxp, self.padding),)
+def _planes(x: np.ndarray) -> tuple:
+    """(N, C, H, W) -> a (P, H, W, L) view for the kernels and whether it is conv2d's
+    (C, H, W, N) memory (P = C, L = N) rather than NCHW (P = N*C, L = 1)."""
+    chwn = chwn_view(x) if x.shape[0] > 1 else None
+    if chwn is not None:
+        return chwn, True
+    batch, channels, height, width = x.shape
+    return np.ascontiguousarray(x).reshape(batch * channels, height, width, 1), False
 
 
-class MaxPool2dTiled(Function):
-    """MaxPool2d for windows that tile the input, in two separable stages of reshapes.
+def _from_planes(a: np.ndarray, chwn: bool, batch: int) -> np.ndarray:
+    """The (N, C, H, W) array over a (P, H, W, L) array made like _planes's."""
+    if chwn:
+        return from_chwn(a)
+    return a.reshape(batch, -1, a.shape[1], a.shape[2])
 
-    Stage 1 takes the maximum of each window row segment: the KW columns of
-    x.reshape(-1, KW, inner) are strided views with no short inner runs. Stage 2 takes the
-    maximum over the KH segment maxima of each window. The first maximum in row-major
-    window order is the first maximal row, then the first maximal column in it, so
-    keeping each stage's first argmax reproduces PyTorch's tie rule. ~1.6x faster than
-    the general path, whose KH*KW views move runs of only OW values.
 
-    It works in the input's memory order: (N, C, H, W), or conv2d's (C, H, W, N) (see
-    conv.py), where every value above is a run of N (`inner`) contiguous values and the
-    output keeps that order.
+class MaxPool2dOp(Function):
+    """out = the maximum of each window; the gradient goes to the first maximal element.
+
+    Works in the input's memory order (NCHW, or conv2d's (C, H, W, N): see conv.py) and
+    keeps the winning tap of each window as one byte for backward.
     """
 
-    def forward(self, x, kernel=(2, 2)):
-        batch, channels, height, width = x.shape
-        kh, kw = kernel
-        chwn = chwn_view(x) if batch > 1 else None
-        a, inner = (x, 1) if chwn is None else (chwn, batch)
-        # (N*C*H*OW, KW, 1) or (C*H*OW, KW, N): one window row segment per line
-        segments = a.reshape(-1, kw, inner)
-        segment_views = [segments[:, j] for j in range(kw)]
-        segment_max = _running_max(segment_views)  # (segments, inner)
-        # (N*C*OH, KH, OW) or (C*OH, KH, OW*N)
-        rows = segment_max.reshape(-1, kh, (width // kw) * inner)
-        row_views = [rows[:, i] for i in range(kh)]
-        out = _running_max(row_views)
+    def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1)):
+        planes, chwn = _planes(x)  # (P, H, W, L)
+        shape = (planes.shape[0], *out_hw, planes.shape[3])
+        out = np.empty(shape, x.dtype)
+        argmax = np.empty(shape, np.min_scalar_type(kernel[0] * kernel[1] - 1))
+        max_pool(planes, *kernel, *stride, *padding, out, argmax)
         if self.requires_grad:
-            self.column = _first_argmax(segment_views, segment_max)
-            self.row = _first_argmax(row_views, out)
-            self.kernel, self.in_shape, self.chwn = kernel, x.shape, chwn is not None
-        if chwn is None:
-            return out.reshape(batch, channels, height // kh, width // kw)
-        return from_chwn(out.reshape(channels, height // kh, width // kw, batch))
+            self.argmax, self.planes_shape, self.chwn = argmax, planes.shape, chwn
+            self.window = (*kernel, *stride, *padding)
+        return _from_planes(out, chwn, x.shape[0])
 
     def backward(self, grad):
-        kh, kw = self.kernel
-        grad = as_chwn(grad) if self.chwn else np.ascontiguousarray(grad)  # forward's order
-        grad = grad.reshape(self.row.shape)
-        d_rows = np.empty((grad.shape[0], kh, grad.shape[1]), dtype=grad.dtype)
-        for i in range(kh):
-            np.multiply(grad, self.row == i, out=d_rows[:, i])
-        d_rows = d_rows.reshape(self.column.shape)  # one value per window row segment
-        d_segments = np.empty((d_rows.shape[0], kw, d_rows.shape[1]), dtype=grad.dtype)
-        for j in range(kw):
-            np.multiply(d_rows, self.column == j, out=d_segments[:, j])
-        if not self.chwn:
-            return (d_segments.reshape(self.in_shape),)
-        batch, channels, height, width = self.in_shape
-        return (from_chwn(d_segments.reshape(channels, height, width, batch)),)
+        batch = grad.shape[0]
+        g = as_chwn(grad) if self.chwn else np.ascontiguousarray(grad).reshape(
+            self.argmax.shape)  # forward's order
+        dx = np.empty(self.planes_shape, grad.dtype)
+        max_pool_backward(g, self.argmax, *self.window, dx)
+        return (_from_planes(dx, self.chwn, batch),)
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
@@ -172,9 +110,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0) -> Tensor:
     x = as_tensor(x)
     kernel, stride, padding, out_hw = _pool_geometry(x, kernel_size, stride, padding,
                                                      "max_pool2d")
-    if _tiles(x.shape, kernel, stride, padding):
-        return MaxPool2dTiled.apply(x, kernel=kernel)
-    return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
+    return MaxPool2dOp.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw)
 
 
 # ---- average pooling ---------------------------------------------------------------------
@@ -185,7 +121,7 @@ def _unpadded_counts(size: int, kernel: int, stride: int, pad: int, out: int) ->
     return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
 
 
-class AvgPool2d(Function):
+class AvgPool2dOp(Function):
     """out = the sum of each window / divisor (the window size, or its unpadded part)."""
 
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1),
@@ -225,7 +161,7 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad=True) -
     x = as_tensor(x)
     kernel, stride, padding, out_hw = _pool_geometry(x, kernel_size, stride, padding,
                                                      "avg_pool2d")
-    return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw,
+    return AvgPool2dOp.apply(x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw,
                            count_include_pad=bool(count_include_pad))
 
 
@@ -241,7 +177,7 @@ def _bin_matrix(size: int, bins: int, dtype) -> np.ndarray:
     return (inside / (ends - starts)[:, None]).astype(dtype)
 
 
-class AdaptiveAvgPool2d(Function):
+class AdaptiveAvgPool2dOp(Function):
     """out = x @ P.T per (n, c) plane, P the (OH*OW, H*W) bin-averaging matrix.
 
     Bins of non-divisible sizes overlap and vary in length; P = kron(P_h, P_w) expresses
@@ -277,4 +213,4 @@ def adaptive_avg_pool2d(x, output_size) -> Tensor:
     out_hw = pair(output_size, "output_size", "adaptive_avg_pool2d", minimum=1)
     if 0 in x.shape:
         raise ValueError(f"adaptive_avg_pool2d: empty input of shape {tuple(x.shape)}")
-    return AdaptiveAvgPool2d.apply(x, out_hw=out_hw)
+    return AdaptiveAvgPool2dOp.apply(x, out_hw=out_hw)

@@ -1,0 +1,160 @@
+"""Which conv2d path is fastest for each 3x3 stride-1 layer of the zoo: the direct kernels,
+im2col + one GEMM, or the row GEMMs (functional/conv.py's DIRECT_MAX_CO and ROW_GEMM_MIN_K
+rules are read off this table).
+
+Each case is forward + backward (input gradient unless it is a first layer) at one batch
+size, one thread for BLAS and Numba, timed by the thread's CPU time so that other processes
+on a shared machine disturb it little; the paths take turns, and each figure is the median
+of the repetitions. Usage:
+
+    python benchmarks/conv_paths.py [--batch 128] [--repeat 7]   # measure, write JSON, render
+    python benchmarks/conv_paths.py --render-only
+
+Writes benchmarks/results/speed/conv_paths.json and the "Convolution paths" part of
+BENCHMARKS.md's speed section.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"  # before NumPy and Numba load their thread pools
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+import minivgg  # noqa: E402
+import minivgg.functional as F  # noqa: E402
+from minivgg.functional import conv as conv_module  # noqa: E402
+
+RESULT = HERE / "results" / "speed" / "conv_paths.json"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+BEGIN, END = "<!-- conv-paths:begin -->", "<!-- conv-paths:end -->"
+
+# (in channels, out channels, input side, padding, where it occurs)
+LAYERS = [
+    (1, 6, 28, 0, "mnist_5k 1st"), (1, 8, 28, 0, "mnist_7k, mnist_20k 1st"),
+    (1, 10, 28, 0, "mnist_8k_a 1st"), (1, 20, 28, 0, "mnist_8k_b 1st"),
+    (1, 32, 28, 1, "minivgg_fashion 1st"), (3, 32, 32, 1, "minivggnet 1st"),
+    (6, 12, 26, 0, "mnist_5k 2nd"), (12, 12, 12, 0, "mnist_5k 3rd"),
+    (8, 16, 26, 0, "mnist_20k 2nd"), (16, 16, 10, 0, "mnist_20k"),
+    (10, 20, 24, 0, "mnist_8k_b"), (32, 32, 28, 1, "minivgg_fashion 2nd"),
+    (64, 64, 14, 1, "minivgg_fashion 4th"),
+]
+PATHS = {"direct": {"DIRECT_MAX_CO": 10 ** 9},
+         "im2col": {"DIRECT_MAX_CO": 0, "ROW_GEMM_MIN_K": 10 ** 9},
+         "rows": {"DIRECT_MAX_CO": 0, "ROW_GEMM_MIN_K": 0, "ROW_GEMM_MIN_OH": 0}}
+
+
+def step(path, x, w, grad, first, padding):
+    saved = {name: getattr(conv_module, name) for name in PATHS[path]}
+    for name, value in PATHS[path].items():
+        setattr(conv_module, name, value)
+    try:
+        xt = minivgg.Tensor(x, requires_grad=not first)
+        wt = minivgg.Tensor(w, requires_grad=True)
+        F.conv2d(xt, wt, padding=padding).backward(grad)
+    finally:
+        for name, value in saved.items():
+            setattr(conv_module, name, value)
+
+
+def measure(batch: int, repeat: int) -> list:
+    rng = np.random.default_rng(0)
+    rows = []
+    for channels, out_channels, side, padding, where in LAYERS:
+        x = rng.standard_normal((batch, channels, side, side), dtype=np.float32)
+        w = rng.standard_normal((out_channels, channels, 3, 3), dtype=np.float32) * 0.3
+        out_side = side + 2 * padding - 2
+        grad = rng.standard_normal((batch, out_channels, out_side, out_side), dtype=np.float32)
+        first = channels <= 3
+        times = {path: [] for path in PATHS}
+        for path in PATHS:
+            step(path, x, w, grad, first, padding)  # warm-up (and compilation)
+        for _ in range(repeat):
+            for path in PATHS:
+                start = time.thread_time()
+                step(path, x, w, grad, first, padding)
+                times[path].append(1e3 * (time.thread_time() - start))
+        ms = {path: statistics.median(t) for path, t in times.items()}
+        rows.append({"in": channels, "out": out_channels, "side": side, "padding": padding,
+                     "where": where, "ms": ms})
+        print(f"{channels:>3} -> {out_channels:<3} {side}x{side}: " + ", ".join(
+            f"{p} {v:.2f} ms" for p, v in ms.items()), flush=True)
+    return rows
+
+
+def render(result: dict) -> str:
+    lines = [BEGIN, "",
+             "### Convolution paths (3x3 stride-1 layers, forward + backward)", "",
+             f"Produced by `{result['command']}` on {result['date']} (commit {result['commit']}): "
+             f"batch {result['batch']}, 1 thread, the thread's CPU time, median of "
+             f"{result['repeat']}. {result['machine']}. The path conv2d takes is in bold.", "",
+             "| layer | in -> out | map | direct ms | im2col ms | row GEMMs ms | direct vs best GEMM |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for row in result["rows"]:
+        ms = row["ms"]
+        direct = conv_module.use_direct(row["in"], row["out"], (3, 3), (1, 1), (row["padding"],) * 4)
+        rows_path = conv_module.use_row_gemms(row["in"], (3, 3), (1, 1),
+                                              row["side"] + 2 * row["padding"] - 2)
+        taken = "direct" if direct else ("rows" if rows_path else "im2col")
+        cells = [f"**{ms[p]:.2f}**" if p == taken else f"{ms[p]:.2f}" for p in PATHS]
+        best_gemm = min(ms["im2col"], ms["rows"])
+        lines.append(f"| {row['where']} | {row['in']} -> {row['out']} | {row['side']}x{row['side']} | "
+                     + " | ".join(cells) + f" | {best_gemm / ms['direct']:.2f}x |")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_benchmarks(result: dict) -> None:
+    text = BENCHMARKS.read_text()
+    section = render(result)
+    if BEGIN in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + section + rest.split(END, 1)[1]
+    else:
+        # after the section speed.py generates (which it rewrites whole)
+        at = text.index("<!-- speed:end -->") + len("<!-- speed:end -->")
+        text = text[:at] + "\n\n" + section + text[at:]
+    BENCHMARKS.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args()
+    if not args.render_only:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True).stdout.strip()
+        cpu = next((line.split(":", 1)[1].strip() for line in
+                    Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
+        result = {"command": "python benchmarks/conv_paths.py"
+                  + (f" --batch {args.batch}" if args.batch != 128 else ""),
+                  "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                  "commit": commit, "batch": args.batch, "repeat": args.repeat,
+                  "machine": f"{cpu}, {os.cpu_count()} cores, load average at start "
+                             f"{os.getloadavg()[0]:.1f}",
+                  "rows": measure(args.batch, args.repeat)}
+        RESULT.parent.mkdir(parents=True, exist_ok=True)
+        RESULT.write_text(json.dumps(result, indent=1) + "\n")
+    write_benchmarks(json.loads(RESULT.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

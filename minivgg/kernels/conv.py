@@ -1,0 +1,103 @@
+"""Direct 3x3 stride-1 convolution in the batch-innermost (C, H, W, N) layout.
+
+At stride 1, output row y of channel o is one contiguous run of OW*N values, and the
+values kernel tap (i, j) multiplies into it are the contiguous run of input row y + i that
+starts j*N values in: the innermost loop runs over OW*N positions whatever the channel
+count, with full SIMD lanes, and the nine taps are spelled out so that each load and store
+of the output feeds nine multiply-adds. Inputs come already padded.
+
+The input gradient of a stride-1 convolution is itself a 3x3 convolution (of the gradient,
+padded, with the kernel flipped and its channel axes swapped: see functional/conv.py), so
+conv3x3 serves forward and input gradient alike.
+
+Each parallel iteration owns its outputs (an output row, or one (o, c) kernel) and adds
+into them in one fixed order: the same bits for any number of threads. 'contract' lets
+LLVM fuse a multiply and its add into one FMA instruction (the same in every run).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import serialised
+
+FASTMATH = {"contract"}
+# Positions of an output row handled per pass over the input channels: the block of the
+# output and of the three input rows it reads stay in the core's L1 cache.
+BLOCK = 512
+
+
+@serialised
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv3x3(xp, weight, batch, out):
+    """out[o, y, x, n] = sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+
+    xp: (C, OH + 2, (OW + 2) * N), padded; weight: (O, C, 3, 3); out: (O, OH, OW * N),
+    overwritten.
+    """
+    channels = xp.shape[0]
+    out_channels, out_h, span = out.shape
+    for row in prange(out_channels * out_h):
+        o, y = row // out_h, row % out_h
+        out[o, y] = 0.0
+        for start in range(0, span, BLOCK):
+            stop = min(start + BLOCK, span)
+            acc = out[o, y, start:stop]
+            for c in range(channels):
+                w = weight[o, c]
+                # x_ij: the run of input row y + i that tap (i, j) multiplies into acc
+                x00, x01, x02 = _runs(xp[c, y], start, stop, batch)
+                x10, x11, x12 = _runs(xp[c, y + 1], start, stop, batch)
+                x20, x21, x22 = _runs(xp[c, y + 2], start, stop, batch)
+                for p in range(stop - start):
+                    acc[p] += (w[0, 0] * x00[p] + w[0, 1] * x01[p] + w[0, 2] * x02[p]
+                               + w[1, 0] * x10[p] + w[1, 1] * x11[p] + w[1, 2] * x12[p]
+                               + w[2, 0] * x20[p] + w[2, 1] * x21[p] + w[2, 2] * x22[p])
+
+
+@serialised
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def conv3x3_weight_grad(xp, grad, batch, grad_weight):
+    """grad_weight[o, c, i, j] = sum over y, x, n of grad[o, y, x, n] * xp[c, y + i, x + j, n]
+
+    xp: (C, OH + 2, (OW + 2) * N), padded; grad: (O, OH, OW * N); grad_weight: (O, C, 3, 3).
+    Each of BLOCK lanes keeps its own float32 partial sums (vector adds, no reordering);
+    the lanes are then added in float64.
+    """
+    channels = xp.shape[0]
+    out_channels, out_h, span = grad.shape
+    for oc in prange(out_channels * channels):
+        o, c = oc // channels, oc % channels
+        lanes = np.zeros((9, BLOCK), dtype=xp.dtype)
+        l00, l01, l02, l10, l11, l12, l20, l21, l22 = (
+            lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7],
+            lanes[8])
+        for start in range(0, span, BLOCK):
+            stop = min(start + BLOCK, span)
+            for y in range(out_h):
+                x00, x01, x02 = _runs(xp[c, y], start, stop, batch)
+                x10, x11, x12 = _runs(xp[c, y + 1], start, stop, batch)
+                x20, x21, x22 = _runs(xp[c, y + 2], start, stop, batch)
+                g = grad[o, y, start:stop]
+                for p in range(stop - start):
+                    l00[p] += g[p] * x00[p]
+                    l01[p] += g[p] * x01[p]
+                    l02[p] += g[p] * x02[p]
+                    l10[p] += g[p] * x10[p]
+                    l11[p] += g[p] * x11[p]
+                    l12[p] += g[p] * x12[p]
+                    l20[p] += g[p] * x20[p]
+                    l21[p] += g[p] * x21[p]
+                    l22[p] += g[p] * x22[p]
+        for tap in range(9):
+            total = 0.0
+            for p in range(BLOCK):
+                total += np.float64(lanes[tap, p])
+            grad_weight[o, c, tap // 3, tap % 3] = total
+
+
+@njit(inline="always")
+def _runs(row, start, stop, batch):
+    """The three runs [start + j*N, stop + j*N) of a padded input row, taps j = 0, 1, 2."""
+    return (row[start:stop], row[start + batch:stop + batch],
+            row[start + 2 * batch:stop + 2 * batch])

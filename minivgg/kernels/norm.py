@@ -1,0 +1,115 @@
+"""Training-mode batch normalisation, fused with the ReLU on either side of it.
+
+Works on a (C, R, L) view of the input: channel first, its R*L values in rows of L (the
+(C, H*W, N) memory behind conv2d's outputs, or (N, C, M) seen through a transpose). One
+channel per parallel iteration, so every statistic is summed by one thread in one fixed
+order: the same bits for any number of threads. Sums are float64, one per lane of a row
+(vector adds), the lanes added at the end.
+
+Forward: one pass for the statistics, one for normalise (+ ReLU). Backward: one pass for
+the two sums it needs, one for the input gradient.
+
+x - mean is formed as (x - m) - r, m the float64 mean rounded to x's dtype and r what the
+rounding left: x - m is exact for x near the mean, so channels whose mean is far from
+zero keep their accuracy in float32 (Chan, Golub & LeVeque's corrected form).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import serialised
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean, invstd):
+    """out = max?(weight * (max?(x, 0) - mean) * invstd + bias, 0) per channel; writes the
+    batch's mean and invstd (biased variance), float64, and returns the variances.
+
+    x, out: (C, R, L); weight, bias: (C,) of x's dtype; mean, invstd: (C,) float64.
+    """
+    channels, rows, lanes = x.shape
+    count = rows * lanes
+    variance = np.empty(channels, dtype=np.float64)
+    for c in prange(channels):
+        total = np.zeros(lanes, dtype=np.float64)
+        total_sq = np.zeros(lanes, dtype=np.float64)
+        for r in range(rows):
+            for n in range(lanes):
+                v = np.float64(x[c, r, n])
+                if relu_before and v < 0.0:
+                    v = 0.0
+                total[n] += v
+                total_sq[n] += v * v
+        mu = total.sum() / count
+        var = max(total_sq.sum() / count - mu * mu, 0.0)
+        inv = 1.0 / np.sqrt(var + eps)
+        mean[c], invstd[c], variance[c] = mu, inv, var
+        m, residual = _split(mu, x.dtype)
+        scale, shift = x.dtype.type(inv * weight[c]), bias[c]
+        for r in range(rows):
+            for n in range(lanes):
+                v = x[c, r, n]
+                if relu_before and v < 0:
+                    v = 0
+                y = ((v - m) - residual) * scale + shift
+                if relu_after and y < 0:
+                    y = 0
+                out[c, r, n] = y
+    return variance
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_after, dx,
+                        grad_weight, grad_bias):
+    """Gradients of batch_norm_forward. dx = weight * invstd * (dy - mean(dy) - xhat *
+    mean(dy * xhat)) per channel, xhat = (max?(x, 0) - mean) * invstd; dy is first masked
+    by out > 0 (relu_after) and dx by x > 0 (relu_before). Writes dx (when it has
+    channels), grad_weight = sum dy * xhat and grad_bias = sum dy.
+    """
+    channels, rows, lanes = x.shape
+    count = rows * lanes
+    for c in prange(channels):
+        m, residual = _split(mean[c], x.dtype)
+        sum_dy = np.zeros(lanes, dtype=np.float64)
+        sum_dy_centred = np.zeros(lanes, dtype=np.float64)
+        for r in range(rows):
+            for n in range(lanes):
+                g = dy[c, r, n]
+                if relu_after and out[c, r, n] <= 0:
+                    g = 0
+                v = x[c, r, n]
+                if relu_before and v < 0:
+                    v = 0
+                sum_dy[n] += g
+                sum_dy_centred[n] += np.float64(g) * np.float64(v - m)
+        total_dy = sum_dy.sum()
+        total_dy_xhat = (sum_dy_centred.sum() - np.float64(residual) * total_dy) * invstd[c]
+        grad_bias[c], grad_weight[c] = total_dy, total_dy_xhat
+        if dx.shape[0] == 0:
+            continue
+        inv = x.dtype.type(invstd[c])
+        scale = inv * weight[c]
+        mean_dy = x.dtype.type(total_dy / count)
+        xhat_coeff = x.dtype.type(total_dy_xhat / count)
+        for r in range(rows):
+            for n in range(lanes):
+                g = dy[c, r, n]
+                if relu_after and out[c, r, n] <= 0:
+                    g = 0
+                v = x[c, r, n]
+                if relu_before and v < 0:
+                    v = 0
+                d = scale * (g - mean_dy - ((v - m) - residual) * inv * xhat_coeff)
+                if relu_before and x[c, r, n] <= 0:
+                    d = 0
+                dx[c, r, n] = d
+
+
+@njit(inline="always")
+def _split(mu, dtype):
+    """float64 mu -> (m, r): m = mu in dtype, r = mu - m in dtype."""
+    m = dtype.type(mu)
+    return m, dtype.type(mu - np.float64(m))

@@ -1,0 +1,109 @@
+"""The compiled kernels: each parallel kernel gives the same bits with 1 and 2 threads, and
+the same bits on every run. (Their maths is checked through the ops that call them:
+gradient checks and PyTorch parity in test_conv.py, test_norm.py and test_pool.py.)"""
+import numba
+import numpy as np
+import pytest
+
+from minivgg.kernels import conv, norm, pool
+
+pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
+                                reason="needs Numba's pool to have 2 threads (2 cores)")
+
+
+def _runs(kernel, make_args, outputs):
+    """The output arrays of kernel(*args) with 1 and with 2 threads, twice each."""
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2, 1, 2):
+            numba.set_num_threads(threads)
+            args = make_args()
+            returned = kernel(*args)
+            results.append([args[i].copy() for i in outputs]
+                           + ([] if returned is None else [np.asarray(returned)]))
+    finally:
+        numba.set_num_threads(before)
+    return results
+
+
+def _assert_all_equal(results):
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+RNG_SEED = 7
+BATCH = 37  # not a multiple of any SIMD width
+
+
+def _data(*shape):
+    return np.random.default_rng(RNG_SEED + len(shape)).standard_normal(shape, dtype=np.float32)
+
+
+def test_conv3x3_same_bits_for_any_thread_count():
+    xp, w = _data(5, 9, 10 * BATCH), _data(7, 5, 3, 3)
+    _assert_all_equal(_runs(conv.conv3x3,
+                            lambda: (xp, w, BATCH, np.full((7, 7, 8 * BATCH), np.nan, np.float32)),
+                            [3]))
+
+
+def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
+    # 70 * 37 positions per row: more than one BLOCK, and not a multiple of it
+    xp, g = _data(3, 6, 72 * BATCH), _data(4, 4, 70 * BATCH)
+    _assert_all_equal(_runs(conv.conv3x3_weight_grad,
+                            lambda: (xp, g, BATCH, np.empty((4, 3, 3, 3), np.float32)), [3]))
+
+
+@pytest.mark.parametrize("relu_before, relu_after", [(False, False), (True, False), (False, True)])
+def test_batch_norm_same_bits_for_any_thread_count(relu_before, relu_after):
+    x, dy = _data(5, 30, BATCH) + 3, _data(5, 30, BATCH)
+    w, b = _data(5), _data(5)
+
+    def forward_args():
+        return (x, w, b, 1e-5, relu_before, relu_after, np.empty_like(x), np.empty(5),
+                np.empty(5))
+    forward = _runs(norm.batch_norm_forward, forward_args, [6, 7, 8])
+    _assert_all_equal(forward)
+    out, mean, invstd = forward[0][:3]
+
+    def backward_args():
+        return (x, dy, out, w, mean, invstd, relu_before, relu_after, np.empty_like(x),
+                np.empty(5, np.float32), np.empty(5, np.float32))
+    _assert_all_equal(_runs(norm.batch_norm_backward, backward_args, [8, 9, 10]))
+
+
+@pytest.mark.parametrize("window", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1)])
+def test_max_pool_same_bits_for_any_thread_count(window):
+    x = np.maximum(np.round(_data(6, 9, 9, BATCH)), 0)  # ties, as after a ReLU
+    kh, kw, sh, sw, ph, pw = window
+    oh, ow = (9 + 2 * ph - kh) // sh + 1, (9 + 2 * pw - kw) // sw + 1
+    forward = _runs(pool.max_pool, lambda: (x, *window, np.empty((6, oh, ow, BATCH), np.float32),
+                                            np.empty((6, oh, ow, BATCH), np.uint8)), [7, 8])
+    _assert_all_equal(forward)
+    argmax = forward[0][1]
+    g = _data(6, oh, ow, BATCH)
+    _assert_all_equal(_runs(pool.max_pool_backward,
+                            lambda: (g, argmax, *window, np.empty_like(x)), [8]))
+
+
+def test_kernels_launched_from_two_threads_at_once_take_turns():
+    """Numba's workqueue layer aborts on concurrent launches; `serialised` makes them wait."""
+    import threading
+    x = np.maximum(np.round(_data(6, 8, 8, BATCH)), 0)
+    expected = np.empty((6, 4, 4, BATCH), np.float32)
+    pool.max_pool(x, 2, 2, 2, 2, 0, 0, expected, np.empty((6, 4, 4, BATCH), np.uint8))
+    failures = []
+
+    def work():
+        for _ in range(20):
+            out = np.empty((6, 4, 4, BATCH), np.float32)
+            pool.max_pool(x, 2, 2, 2, 2, 0, 0, out, np.empty((6, 4, 4, BATCH), np.uint8))
+            if not np.array_equal(out, expected):
+                failures.append(1)
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
