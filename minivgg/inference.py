@@ -33,9 +33,7 @@ def evaluate_checkpoint(path, dataset=None, split="test", data_dir=None, downloa
                         tta_flip=None, tta_shift=None, batch_size=1000) -> dict:
     """Accuracy, loss, per-class accuracy and confusion matrix of a saved model, scored with
     the test-time augmentation of its recipe unless tta_flip / tta_shift say otherwise."""
-    model, meta = checkpoint.load_model(locate_weights(path))
-    translate = saved_tta_translate(meta, tta_flip, tta_shift)
-    tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
+    model, meta, tta_flip, tta_shift, translate = _load_for_inference(path, tta_flip, tta_shift)
     name = dataset or meta["dataset"]
     folder = {} if name in DATASETS else {"channels": meta["input_shape"][0],
                                           "image_size": meta["input_shape"][1]}
@@ -148,10 +146,12 @@ def prepare_images(files, meta: dict, invert="auto", preprocess=None) -> np.ndar
 
 
 def _load_for_inference(path, tta_flip, tta_shift):
+    """The saved model, its metadata, and the test-time views of its recipe (flip, shift,
+    translate) unless tta_flip / tta_shift say otherwise."""
     model, meta = checkpoint.load_model(locate_weights(path))
     translate = saved_tta_translate(meta, tta_flip, tta_shift)
     tta_flip, tta_shift = saved_tta(meta, tta_flip, tta_shift)
-    return model, meta, tta_flip, tta_shift
+    return model, meta, tta_flip, tta_shift, translate
 
 
 def _normalised(images: np.ndarray, meta: dict) -> np.ndarray:
@@ -167,7 +167,7 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
     of the recipe's test-time augmentation unless tta_flip / tta_shift say otherwise.
     preprocess: None (MNIST-style for MNIST models, see uses_mnist_style), True or False.
     show: a PNG path to write each image beside what the net saw, captioned with its prediction."""
-    model, meta, tta_flip, tta_shift = _load_for_inference(path, tta_flip, tta_shift)
+    model, meta, tta_flip, tta_shift, translate = _load_for_inference(path, tta_flip, tta_shift)
     c, _, _ = meta["input_shape"]
     seen = prepare_images(files, meta, invert, preprocess)
     batch = seen.astype(np.float32) / 255.0

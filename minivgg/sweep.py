@@ -36,9 +36,7 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
-import platform
 import signal
 import socket
 import subprocess

@@ -1,5 +1,4 @@
 """Image folders: layouts, decoding, the cache, and every kind of broken folder."""
-import warnings
 
 import numpy as np
 import pytest

@@ -4,7 +4,6 @@ import pytest
 
 import minivgg
 import minivgg.functional as F
-from minivgg.functional import pool as pool_module
 from conftest import gradcheck
 
 
