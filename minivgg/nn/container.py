@@ -1,0 +1,126 @@
+"""Containers: Sequential."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .activation import ReLU
+from .module import Module
+from .norm import _BatchNorm
+
+
+class Sequential(Module):
+    """Children called in order; named "0", "1", ... or by the keys of an OrderedDict.
+
+    An error inside a child is re-raised with the same type and the child's position prefixed,
+    e.g. "layer 3 (Conv2d): ...", so an error deep in a model says where it happened.
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], OrderedDict):
+            for name, module in layers[0].items():
+                self.add_module(name, module)
+        else:
+            for index, module in enumerate(layers):
+                self.add_module(str(index), module)
+
+    def _index(self, index: int) -> int:
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"Sequential indices must be ints or slices, got {type(index).__name__}")
+        size = len(self._modules)
+        if not -size <= index < size:
+            raise IndexError(f"index {index} is out of range for a Sequential of {size} layers")
+        return int(index) % size
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):  # keeps the children's names, as torch does
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[self._index(index)]
+
+    def __setitem__(self, index, module):
+        key = list(self._modules)[self._index(index)]
+        self.add_module(key, module)
+
+    def __delitem__(self, index):
+        if isinstance(index, slice):
+            doomed = set(list(self._modules)[index])
+        else:
+            doomed = {list(self._modules)[self._index(index)]}
+        self._renumber([module for key, module in self._modules.items() if key not in doomed])
+
+    def _renumber(self, modules: list):
+        """Re-register modules as "0", "1", ..., as torch does after a deletion or insertion."""
+        self._modules.clear()
+        for i, module in enumerate(modules):
+            self.add_module(str(i), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module):
+        self.add_module(str(len(self)), module)
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module):
+        size = len(self._modules)
+        if not -size <= index <= size:
+            raise IndexError(f"index {index} is out of range for inserting into a Sequential "
+                             f"of {size} layers")
+        modules = list(self._modules.values())
+        modules.insert(index + size if index < 0 else index, module)
+        self._renumber(modules)
+        return self
+
+    def forward(self, x):
+        layers = list(self._modules.items())
+        i = 0
+        while i < len(layers):
+            name, module = layers[i]
+            # ReLU -> BatchNorm and BatchNorm -> ReLU run as one op: the same result with
+            # fewer passes, and no tensor between the two
+            following = layers[i + 1][1] if i + 1 < len(layers) else None
+            fused = {}
+            if (type(module) is ReLU and isinstance(following, _BatchNorm)
+                    and _fusable(module, following)):
+                fused["relu"] = True
+                i += 1
+                name, module = layers[i]
+                following = layers[i + 1][1] if i + 1 < len(layers) else None
+            if (isinstance(module, _BatchNorm) and type(following) is ReLU
+                    and _fusable(module, following)):
+                fused["relu_after"] = True
+                i += 1
+            try:
+                x = module(x, **fused) if fused else module(x)
+            except Exception as error:
+                raise _with_location(error, f"layer {name} ({type(module).__name__})") from None
+            i += 1
+        return x
+
+
+def _fusable(*modules: Module) -> bool:
+    """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
+    batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True)): not
+    when a module's forward was replaced on the instance (as summary.py does to record each
+    layer), so that such instrumentation still sees every layer."""
+    return all("forward" not in vars(module) for module in modules)
+
+
+def _with_location(error: Exception, where: str) -> Exception:
+    """The same kind of exception, its message prefixed with where it happened."""
+    try:
+        located = type(error)(f"{where}: {error}")
+    except Exception:  # an exception class with an unusual constructor: leave it untouched
+        return error
+    located.__dict__.update(error.__dict__)  # keep extra attributes (e.g. StateDictError's keys)
+    return located.with_traceback(error.__traceback__)

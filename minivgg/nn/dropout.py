@@ -1,0 +1,35 @@
+"""Dropout layers: each draws its masks from its own Generator (Module.set_rng)."""
+from __future__ import annotations
+
+from .. import functional as F
+from .module import Module, _as_generator
+
+
+class _DropoutNd(Module):
+    """Shared by Dropout and Dropout2d: p, own Generator, active only in training mode."""
+
+    stochastic = True
+
+    def __init__(self, p: float = 0.5, rng=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+            raise ValueError(f"{type(self).__name__}: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = _as_generator(rng)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Dropout(_DropoutNd):
+    """Zero each element with probability p when training, scaling the rest by 1/(1-p)."""
+
+    def forward(self, x):
+        return F.dropout(x, self.p, self.training, self.rng)
+
+
+class Dropout2d(_DropoutNd):
+    """Zero whole channels of (N, C, H, W) with probability p when training."""
+
+    def forward(self, x):
+        return F.dropout2d(x, self.p, self.training, self.rng)

@@ -1,0 +1,79 @@
+"""Fully connected and shape layers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor
+from .module import Module, Parameter, _as_generator, _label, _shape
+from .params import _default_reset_, _positive_int
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias over (..., in_features); weight (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=np.float32))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters(_as_generator(rng))
+
+    def reset_parameters(self, rng):
+        _default_reset_(self.weight, self.bias, _as_generator(rng))
+
+    def forward(self, x):
+        shape = _shape(x)
+        if len(shape) < 2 or shape[-1] != self.in_features:
+            raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_features}), "
+                             f"got {shape}")
+        if len(shape) == 2:
+            return F.linear(x, self.weight, self.bias)
+        # (..., in) -> (M, in) -> (M, out) -> (..., out)
+        flat = F.reshape(x, (-1, self.in_features))
+        return F.reshape(F.linear(flat, self.weight, self.bias), shape[:-1] + (self.out_features,))
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1):
+        super().__init__()
+        self.start_dim = start_dim
+
+    def forward(self, x):
+        return F.flatten(x, self.start_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}"
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+class Scale(Module):
+    """Multiply by a constant `factor` (not trained): e.g. a fixed temperature on the logits,
+    which, unlike the same factor folded into the weights, also scales their gradient."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor):
+            raise ValueError(f"Scale: factor must be a finite number, got {factor!r}")
+        self.factor = float(factor)
+
+    def forward(self, x):
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        return F.mul(x, data.dtype.type(self.factor))
+
+    def extra_repr(self):
+        return f"factor={self.factor}"
