@@ -3,9 +3,10 @@ im2col + one GEMM, or the row GEMMs (functional/conv.py's DIRECT_MAX_CO and ROW_
 rules are read off this table).
 
 Each case is forward + backward (input gradient unless it is a first layer) at one batch
-size, one thread for BLAS and Numba, timed by the thread's CPU time so that other processes
-on a shared machine disturb it little; the paths take turns, and each figure is the median
-of the repetitions. Usage:
+size, one thread for BLAS and Numba, timed by the process's CPU time (all its threads: Numba runs
+its kernels on a worker thread even with one thread, which the calling thread's own CPU
+time would miss), so that other processes on a shared machine disturb it little. The paths take turns, and each figure is the median of the
+repetitions. Usage:
 
     python benchmarks/conv_paths.py [--batch 128] [--repeat 7]   # measure, write JSON, render
     python benchmarks/conv_paths.py --render-only
@@ -53,7 +54,7 @@ LAYERS = [
     (10, 20, 24, 0, "mnist_8k_b"), (32, 32, 28, 1, "minivgg_fashion 2nd"),
     (64, 64, 14, 1, "minivgg_fashion 4th"),
 ]
-PATHS = {"direct": {"DIRECT_MAX_CO": 10 ** 9},
+PATHS = {"direct": {"DIRECT_MAX_CO": 10 ** 9, "DIRECT_MIN_SPAN": 0},
          "im2col": {"DIRECT_MAX_CO": 0, "ROW_GEMM_MIN_K": 10 ** 9},
          "rows": {"DIRECT_MAX_CO": 0, "ROW_GEMM_MIN_K": 0, "ROW_GEMM_MIN_OH": 0}}
 
@@ -85,9 +86,9 @@ def measure(batch: int, repeat: int) -> list:
             step(path, x, w, grad, first, padding)  # warm-up (and compilation)
         for _ in range(repeat):
             for path in PATHS:
-                start = time.thread_time()
+                start = time.process_time()
                 step(path, x, w, grad, first, padding)
-                times[path].append(1e3 * (time.thread_time() - start))
+                times[path].append(1e3 * (time.process_time() - start))
         ms = {path: statistics.median(t) for path, t in times.items()}
         rows.append({"in": channels, "out": out_channels, "side": side, "padding": padding,
                      "where": where, "ms": ms})
@@ -100,13 +101,15 @@ def render(result: dict) -> str:
     lines = [BEGIN, "",
              "### Convolution paths (3x3 stride-1 layers, forward + backward)", "",
              f"Produced by `{result['command']}` on {result['date']} (commit {result['commit']}): "
-             f"batch {result['batch']}, 1 thread, the thread's CPU time, median of "
+             f"batch {result['batch']}, 1 thread, the process's CPU time, median of "
              f"{result['repeat']}. {result['machine']}. The path conv2d takes is in bold.", "",
              "| layer | in -> out | map | direct ms | im2col ms | row GEMMs ms | direct vs best GEMM |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for row in result["rows"]:
         ms = row["ms"]
-        direct = conv_module.use_direct(row["in"], row["out"], (3, 3), (1, 1), (row["padding"],) * 4)
+        out_side = row["side"] + 2 * row["padding"] - 2
+        direct = conv_module.use_direct(row["in"], row["out"], (3, 3), (1, 1),
+                                        (row["padding"],) * 4, out_side * result["batch"])
         rows_path = conv_module.use_row_gemms(row["in"], (3, 3), (1, 1),
                                               row["side"] + 2 * row["padding"] - 2)
         taken = "direct" if direct else ("rows" if rows_path else "im2col")

@@ -17,6 +17,7 @@ def path(request, monkeypatch):
     (every 3x3 stride-1 case with padding <= 2; the others then take the GEMM paths)."""
     direct = request.param == "direct"
     monkeypatch.setattr(conv_module, "DIRECT_MAX_CO", 10 ** 9 if direct else 0)
+    monkeypatch.setattr(conv_module, "DIRECT_MIN_SPAN", 0)
     if not direct:
         threshold = 0 if request.param == "rows" else 10 ** 9
         monkeypatch.setattr(conv_module, "ROW_GEMM_MIN_K", threshold)
@@ -156,20 +157,23 @@ def test_conv2d_takes_row_gemms_for_wide_stride_one_layers(monkeypatch, channels
     unfold = conv_module.unfold_rows
     monkeypatch.setattr(conv_module, "unfold_rows", lambda *a: calls.append(1) or unfold(*a))
     x = np.ones((2, channels, size, size), np.float32)
-    F.conv2d(x, np.ones((4, channels) + kernel, np.float32), stride=stride)
+    # 64 filters: C*O above the direct kernels' DIRECT_MAX_CO
+    F.conv2d(x, np.ones((64, channels) + kernel, np.float32), stride=stride)
     assert bool(calls) == expected
 
 
-@pytest.mark.parametrize("channels, out_channels, kernel, stride, padding, expected", [
-    (1, 6, 3, 1, 0, True), (1, 16, 3, 1, 1, True), (2, 8, 3, 1, 2, True),
-    (1, 17, 3, 1, 0, False), (6, 12, 3, 1, 0, False), (1, 6, 3, 2, 0, False),
-    (1, 6, 5, 1, 0, False), (1, 6, 3, 1, 3, False)])
+@pytest.mark.parametrize("channels, out_channels, kernel, stride, padding, batch, expected", [
+    (1, 6, 3, 1, 0, 64, True), (1, 16, 3, 1, 1, 64, True), (2, 8, 3, 1, 2, 64, True),
+    (6, 12, 3, 1, 0, 64, True), (16, 16, 3, 1, 0, 64, True), (16, 17, 3, 1, 0, 64, False),
+    (32, 32, 3, 1, 1, 64, False), (1, 6, 3, 2, 0, 64, False),
+    (1, 6, 5, 1, 0, 64, False), (1, 6, 3, 1, 3, 64, False),
+    (1, 6, 3, 1, 0, 2, False)])  # an output row of 6 * 2 values: below DIRECT_MIN_SPAN
 def test_conv2d_takes_direct_kernels_for_thin_3x3_layers(monkeypatch, channels, out_channels,
-                                                        kernel, stride, padding, expected):
+                                                        kernel, stride, padding, batch, expected):
     calls = []
     direct = conv_module.conv3x3
     monkeypatch.setattr(conv_module, "conv3x3", lambda *a: calls.append(1) or direct(*a))
-    x = np.ones((2, channels, 8, 8), np.float32)
+    x = np.ones((batch, channels, 8, 8), np.float32)
     F.conv2d(x, np.ones((out_channels, channels, kernel, kernel), np.float32), stride=stride,
              padding=padding)
     assert bool(calls) == expected

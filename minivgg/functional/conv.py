@@ -1,4 +1,4 @@
-"""2-D convolution, three paths: direct 3x3 kernels (kernels/conv.py) for the thinnest
+"""2-D convolution, three paths: direct 3x3 kernels (kernels/conv.py) for the thin
 layers (see DIRECT_MAX_CO), im2col + one GEMM (first layers, strided convs, small maps),
 and row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the
 wide stride-1 layers, which keeps a third of im2col's buffer for backward.
@@ -68,7 +68,7 @@ class Conv2dOp(Function):
 
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
-        self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding)
+        self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
             return self._forward_direct(x, weight, bias)
@@ -217,16 +217,19 @@ ROW_GEMM_MIN_OH = 4
 
 
 # Direct convolution (kernels/conv.py) for 3x3 stride-1 layers with C*O <= DIRECT_MAX_CO:
-# the first layers of the MNIST nets (one input channel, 6-10 filters), whose GEMMs are too
-# thin for BLAS. From 32 filters on, and on the 6-20 channel middle layers, the GEMM paths
-# were as fast or faster (BENCHMARKS.md, "Convolution paths").
-DIRECT_MAX_CO = 16
+# every layer of the MNIST nets (1 to 20 channels), whose GEMMs are too thin for BLAS. The
+# 32- and 64-channel layers of the VGG nets stay on the GEMM paths, which win there
+# (BENCHMARKS.md, "Convolution paths"). The kernels' inner loops run along an output row of
+# the whole batch, OW*N values: below DIRECT_MIN_SPAN (small maps at small batches) their
+# start-up costs more than the GEMMs do.
+DIRECT_MAX_CO = 256
+DIRECT_MIN_SPAN = 320
 
 
 def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
-               padding: tuple) -> bool:
+               padding: tuple, span: int) -> bool:
     return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
-            and channels * out_channels <= DIRECT_MAX_CO)
+            and channels * out_channels <= DIRECT_MAX_CO and span >= DIRECT_MIN_SPAN)
 
 
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:

@@ -22,6 +22,8 @@ from numba import njit, prange
 from . import serialised
 
 FASTMATH = {"contract"}
+# Sums may be regrouped (into vector lanes) where a kernel reduces: see conv3x3_weight_grad.
+REDUCTION_FASTMATH = {"contract", "reassoc"}
 # Positions of an output row handled per pass over the input channels: the block of the
 # output and of the three input rows it reads stay in the core's L1 cache.
 BLOCK = 512
@@ -56,44 +58,48 @@ def conv3x3(xp, weight, batch, out):
 
 
 @serialised
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=REDUCTION_FASTMATH)
 def conv3x3_weight_grad(xp, grad, batch, grad_weight):
     """grad_weight[o, c, i, j] = sum over y, x, n of grad[o, y, x, n] * xp[c, y + i, x + j, n]
 
     xp: (C, OH + 2, (OW + 2) * N), padded; grad: (O, OH, OW * N); grad_weight: (O, C, 3, 3).
-    Each of BLOCK lanes keeps its own float32 partial sums (vector adds, no reordering);
-    the lanes are then added in float64.
+    One (o, c) pair per parallel iteration. Each output row's nine sums are float32 dot
+    products, which 'reassoc' lets LLVM keep in nine vector registers (its order of
+    additions is fixed by the compiled code, not by the thread count); the rows' sums are
+    added in float64.
     """
     channels = xp.shape[0]
     out_channels, out_h, span = grad.shape
     for oc in prange(out_channels * channels):
         o, c = oc // channels, oc % channels
-        lanes = np.zeros((9, BLOCK), dtype=xp.dtype)
-        l00, l01, l02, l10, l11, l12, l20, l21, l22 = (
-            lanes[0], lanes[1], lanes[2], lanes[3], lanes[4], lanes[5], lanes[6], lanes[7],
-            lanes[8])
-        for start in range(0, span, BLOCK):
-            stop = min(start + BLOCK, span)
-            for y in range(out_h):
-                x00, x01, x02 = _runs(xp[c, y], start, stop, batch)
-                x10, x11, x12 = _runs(xp[c, y + 1], start, stop, batch)
-                x20, x21, x22 = _runs(xp[c, y + 2], start, stop, batch)
-                g = grad[o, y, start:stop]
-                for p in range(stop - start):
-                    l00[p] += g[p] * x00[p]
-                    l01[p] += g[p] * x01[p]
-                    l02[p] += g[p] * x02[p]
-                    l10[p] += g[p] * x10[p]
-                    l11[p] += g[p] * x11[p]
-                    l12[p] += g[p] * x12[p]
-                    l20[p] += g[p] * x20[p]
-                    l21[p] += g[p] * x21[p]
-                    l22[p] += g[p] * x22[p]
+        totals = np.zeros(9)
+        for y in range(out_h):
+            g = grad[o, y]
+            x00, x01, x02 = _runs(xp[c, y], 0, span, batch)
+            x10, x11, x12 = _runs(xp[c, y + 1], 0, span, batch)
+            x20, x21, x22 = _runs(xp[c, y + 2], 0, span, batch)
+            s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = xp.dtype.type(0)
+            for p in range(span):
+                s00 += g[p] * x00[p]
+                s01 += g[p] * x01[p]
+                s02 += g[p] * x02[p]
+                s10 += g[p] * x10[p]
+                s11 += g[p] * x11[p]
+                s12 += g[p] * x12[p]
+                s20 += g[p] * x20[p]
+                s21 += g[p] * x21[p]
+                s22 += g[p] * x22[p]
+            totals[0] += s00
+            totals[1] += s01
+            totals[2] += s02
+            totals[3] += s10
+            totals[4] += s11
+            totals[5] += s12
+            totals[6] += s20
+            totals[7] += s21
+            totals[8] += s22
         for tap in range(9):
-            total = 0.0
-            for p in range(BLOCK):
-                total += np.float64(lanes[tap, p])
-            grad_weight[o, c, tap // 3, tap % 3] = total
+            grad_weight[o, c, tap // 3, tap % 3] = totals[tap]
 
 
 @njit(inline="always")
