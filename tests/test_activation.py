@@ -140,6 +140,28 @@ def test_dropout_same_seed_same_mask():
     assert np.any((a == 0) != (c == 0))
 
 
+@pytest.mark.parametrize("layout", ["nchw", "chwn", "strided"])
+def test_dropout_in_each_memory_layout_keeps_that_layout(layout):
+    # conv2d's outputs are (C, H, W, N) in memory: the draws follow x's memory order, the
+    # output keeps it, and backward applies the same mask whatever the gradient's layout
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((6, 3, 5, 4)).astype(np.float32)
+    if layout == "chwn":
+        data = np.ascontiguousarray(data.transpose(1, 2, 3, 0)).transpose(3, 0, 1, 2)
+    elif layout == "strided":
+        data = np.repeat(data, 2, axis=3)[..., ::2]
+    x = minivgg.Tensor(data, requires_grad=True)
+    out = F.dropout(x, 0.4, rng=np.random.default_rng(1))
+    kept = out.data != 0
+    scale = np.float32(1 / 0.6)
+    np.testing.assert_array_equal(out.data[kept], data[kept] * scale)
+    assert 0.4 < kept.mean() < 0.8
+    if layout == "chwn":
+        assert out.data.transpose(1, 2, 3, 0).flags.c_contiguous
+    out.backward(np.ones(data.shape, np.float32))  # an (N, C, H, W) gradient
+    np.testing.assert_array_equal(x.grad, kept * scale)
+
+
 def test_dropout_uses_no_global_random_state():
     np.random.seed(3)
     expected = np.random.random(3)

@@ -7,7 +7,8 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from .layout import as_chwn, chwn_view, from_chwn
+from ..kernels.dropout import dropout_apply
+from .layout import chwn_view, from_chwn
 
 __all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
 
@@ -194,20 +195,49 @@ def sigmoid(x) -> Tensor:
 # ---- dropout ---------------------------------------------------------------------
 
 class DropoutOp(Function):
-    """out = x * mask; mask holds 0 or 1 / (1 - p) and broadcasts against x."""
+    """out = x * mask; mask holds 0 or 1 / (1 - p) and broadcasts against x (dropout2d)."""
 
     def forward(self, x, mask=None):
-        if mask.shape == x.shape and x.ndim == 4 and chwn_view(x) is not None:
-            # x is laid out (C, H, W, N) in memory, as conv2d's outputs are: the same values
-            # of the mask in that order (one transposing copy) make this product and the
-            # one in backward plain passes; mixing the two orders is ~4x slower than both.
-            mask = from_chwn(as_chwn(mask))
         if self.requires_grad:
             self.mask = mask
         return np.multiply(x, mask, out=np.empty_like(x))  # in x's memory order
 
     def backward(self, grad):
         return (np.multiply(grad, self.mask, out=np.empty_like(grad)),)
+
+
+class ElementDropoutOp(Function):
+    """out = x * scale where draws >= p, else 0 (kernels/dropout.py). The uniform draws
+    lie in x's memory order (conv2d's (C, H, W, N) included), so both directions are one
+    plain pass and backward recomputes the mask from them."""
+
+    def forward(self, x, draws=None, p=0.5):
+        self.draws, self.p = draws, np.float32(p)
+        self.scale = x.dtype.type(1 / (1 - p))
+        return _apply_in_memory_order(x, draws, self.p, self.scale)
+
+    def backward(self, grad):
+        return (_apply_in_memory_order(grad, self.draws, self.p, self.scale),)
+
+
+def _memory_order(a: np.ndarray) -> np.ndarray | None:
+    """The contiguous array behind `a` (C order, or conv2d's (C, H, W, N)), or None."""
+    if a.flags.c_contiguous:
+        return a
+    return chwn_view(a) if a.ndim == 4 else None
+
+
+def _apply_in_memory_order(x, draws, p, scale):
+    memory = _memory_order(x)
+    same_layout = [s // x.itemsize for s in x.strides] == [s // draws.itemsize
+                                                           for s in draws.strides]
+    if memory is None or not same_layout:  # a strided array: both in C order (a copy)
+        x = memory = np.ascontiguousarray(x)
+        draws = np.ascontiguousarray(draws)
+    out = np.empty_like(memory)
+    dropout_apply(memory.reshape(-1), _memory_order(draws).reshape(-1), p, scale,
+                  out.reshape(-1))
+    return out if memory is x else from_chwn(out)
 
 
 def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
@@ -223,6 +253,14 @@ def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
         raise ValueError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
     if p == 1:
         mask = np.zeros(mask_shape, dtype=x.dtype)
+    elif tuple(mask_shape) == x.shape:
+        # one uniform draw per element, in x's memory order
+        memory = _memory_order(x.data)
+        if memory is not None and memory is not x.data:
+            draws = from_chwn(rng.random(memory.shape, dtype=np.float32))
+        else:
+            draws = rng.random(x.shape, dtype=np.float32)
+        return ElementDropoutOp.apply(x, draws=draws, p=p)
     else:
         # keep with probability 1 - p; the uniform draws become the mask in place
         mask = rng.random(mask_shape, dtype=np.float32)
