@@ -2,14 +2,15 @@
 
 For each model and batch size, both frameworks train the same architecture from the same
 weights (minivgg.interop.to_torch) on the same random batch with the same optimizer (SGD,
-momentum 0.9), on the CPU with the same number of threads (OpenBLAS for NumPy,
-torch.set_num_threads for PyTorch). They take turns in one process (AB, BA, AB, ...: a
-block of minivgg steps and a block of PyTorch steps, each lasting at least --min-time
-seconds) after a warm-up, so both see the same machine; a pair of blocks during which other
-processes took CPU time is measured again (see `alternate`). Throughputs are the medians over
-the blocks. Peak memory is measured per configuration in a fresh child process. The same
-run measures the float32 GEMM ceiling and counts each model's FLOPs.
-Usage:
+momentum 0.9), on the CPU with the same number of threads (OpenBLAS and Numba for minivgg,
+torch.set_num_threads for PyTorch). Each framework runs in a worker process of its own (in
+one process the two thread pools stall each other); the workers take turns (AB, BA, AB,
+...: a block of minivgg steps, then a block of PyTorch steps, each lasting at least
+--min-time seconds) after a warm-up, so both see the same machine, and a pair of blocks
+during which other processes took CPU time is measured again (see `alternate`).
+Throughputs are the medians over the blocks. Peak memory is measured per configuration in
+a fresh child process. The same run measures the float32 GEMM ceiling and counts each
+model's FLOPs. Usage:
 
     python benchmarks/speed.py                       # everything; writes the JSON and BENCHMARKS.md
     python benchmarks/speed.py --models mnist_5k --batch-sizes 64 --reps 3 --no-memory
@@ -42,7 +43,6 @@ ROOT = HERE.parent
 DEFAULT_JSON = HERE / "results" / "speed" / "speed.json"
 DEFAULT_MARKDOWN = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
-MNIST_STYLE = ("mnist", "fashion-mnist")   # 28x28 grayscale datasets: also benchmarked at batch 512
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
@@ -64,10 +64,8 @@ from minivgg.models.zoo import MODELS  # noqa: E402
 # ---- what is benchmarked ---------------------------------------------------------------------
 
 def default_batch_sizes(model_name: str) -> list:
-    sizes = [16, 64, 128]
-    if MODELS[model_name].default_dataset in MNIST_STYLE:
-        sizes.append(512)
-    return sizes
+    """The batch sizes the issue's targets name."""
+    return [64, 128]
 
 
 def input_shape(model_name: str) -> tuple:
@@ -75,18 +73,24 @@ def input_shape(model_name: str) -> tuple:
     return tuple(get_dataset_info(MODELS[model_name].default_dataset).shape)
 
 
+# The VGG-width nets (32-64 channels and up) whose wide layers BLAS serves on both sides
+WIDE_MODELS = ("minivggnet", "minivggnet_light", "minivgg_fashion", "minivgg_fashion_light")
+
+
 def training_target(model_name: str, batch: int) -> float | None:
     """The issue's target for the training-throughput ratio minivgg/PyTorch, or None."""
-    dataset = MODELS[model_name].default_dataset
-    if dataset in MNIST_STYLE and batch >= 64:
-        return 1.0
-    if dataset == "cifar10":
-        return 0.8
-    return None
+    if batch not in (64, 128) or model_name == "airbench94":
+        return None
+    return 1.0 if model_name in WIDE_MODELS else 1.5
 
 
-MEMORY_TARGET = 1.5  # peak memory minivgg / PyTorch at most this
-TIME_TO_ACCURACY_TARGET_S = 120.0  # minivgg to 99.4% MNIST test accuracy with < 8k parameters
+def inference_target(model_name: str, batch: int) -> float | None:
+    """The issue's target for the inference-throughput ratio minivgg/PyTorch, or None."""
+    return 1.5 if batch == 128 and model_name != "airbench94" else None
+
+
+MEMORY_TARGET = 1.2  # peak memory minivgg / PyTorch at most this
+TIME_TO_ACCURACY_TARGET_S = 90.0  # minivgg to 99.4% MNIST test accuracy with < 8k parameters
 
 
 # ---- FLOPs -----------------------------------------------------------------------------------
@@ -273,39 +277,108 @@ class Timing:
     slow_reps: int = 3             # ... gets at most this many pairs
 
 
-def alternate(steps: dict, timing: Timing, reps: int) -> dict:
-    """Time blocks of the two step functions in turn; per name, the images/s of each block.
+# ---- one worker process per framework ----------------------------------------------------------
 
-    `steps` maps two names to (function, images per call). After `timing.warmup` calls each,
-    one timed call sizes a block to last at least `min_time`. The pairs alternate their order
-    (AB, BA, AB, ...). Each block starts after a `pause`: OpenBLAS's idle threads spin for
-    ~0.1 s after NumPy's last BLAS call, and would otherwise take cycles from PyTorch's next
-    block. The two cores are shared with other processes, and either library slows down
-    several-fold when another process takes a core, so a pair during which other processes
-    used more than `quiet_threshold` cores is thrown away and measured again, for up to
-    `max_wait` seconds; after that the noisy pairs are kept and counted in "noisy_pairs".
+class Worker:
+    """A child process that runs one framework's steps on request (see `serve_worker`), so
+    that each framework has the process, allocator and thread pools to itself."""
+
+    def __init__(self, framework: str, threads: int):
+        self.framework = framework
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
+                   "--threads", str(threads)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, bufsize=1)
+
+    def ask(self, **request) -> dict:
+        self.process.stdin.write(json.dumps(request) + "\n")
+        line = self.process.stdout.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"the {self.framework} worker exited (code {code}) on {request}; "
+                               f"its error is above")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"the {self.framework} worker failed on {request}:\n{reply['error']}")
+        return reply
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+
+
+def serve_worker(framework: str, threads: int) -> None:
+    """The worker's loop: one JSON request per line on stdin, one JSON reply per line on stdout.
+
+    Requests: {"op": "info"}; {"op": "gemm", "n", "repeat"}; {"op": "steps", "model", "batch",
+    "mode" ("train" or "infer"), "calls"}, which times `calls` steps and replies with the
+    seconds and this process's CPU seconds (all threads) they took.
     """
-    names = list(steps)
+    import traceback
+    torch = None
+    if framework == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    case = None
+    reply_to = sys.stdout
+    sys.stdout = sys.stderr  # anything the libraries print must not corrupt the replies
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            if request["op"] == "info":
+                reply = {"openblas_threads": openblas_threads()}
+                if torch is not None:
+                    reply.update(torch_threads=torch.get_num_threads(), torch=torch.__version__)
+            elif request["op"] == "gemm":
+                reply = gemm_gflops(request["n"], request["repeat"], torch=torch)
+            else:
+                key = (request["model"], request["batch"])
+                if case is None or (case.model_name, case.batch) != key:
+                    case = None
+                    gc.collect()
+                    case = Case(*key, torch=torch)
+                case.set_training(request["mode"] == "train")
+                step = getattr(case, f"{framework}_{request['mode']}")
+                cpu, start = _own_cpu_s(), time.perf_counter()
+                for _ in range(request["calls"]):
+                    step()
+                reply = {"seconds": time.perf_counter() - start, "cpu_s": _own_cpu_s() - cpu}
+        except Exception:
+            reply = {"error": traceback.format_exc()}
+        reply_to.write(json.dumps(reply) + "\n")
+        reply_to.flush()
+
+
+def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: int) -> dict:
+    """Time blocks of the workers' steps in turn; per framework, the images/s of each block.
+
+    After `timing.warmup` steps each, one timed step sizes a block to last at least
+    `min_time`. The pairs alternate their order (AB, BA, AB, ...). Each block starts after a
+    `pause`: idle BLAS and OpenMP threads spin for a while after their last call and would
+    otherwise take cycles from the other worker's block. The two cores are shared with
+    other processes, and either library slows down several-fold when another process takes
+    a core, so a pair during which other processes (all but the worker timed) used more
+    than `quiet_threshold` cores is thrown away and measured again, for up to `max_wait`
+    seconds; after that the noisy pairs are kept and counted in "noisy_pairs".
+    """
+    names = list(workers)
     calls, slowest = {}, 0.0
-    for name, (fn, _) in steps.items():
-        for _ in range(timing.warmup):
-            fn()
-        start = time.perf_counter()
-        fn()
-        elapsed = time.perf_counter() - start
+    for name, worker in workers.items():
+        worker.ask(op="steps", calls=timing.warmup, **request)
+        elapsed = worker.ask(op="steps", calls=1, **request)["seconds"]
         slowest = max(slowest, elapsed)
         calls[name] = max(1, math.ceil(timing.min_time / max(elapsed, 1e-6)))
     reps = min(reps, timing.slow_reps) if slowest > timing.slow_step else reps
 
     def block(name):
-        fn, images = steps[name]
         time.sleep(timing.pause)
-        load = OtherLoad().start()
-        start = time.perf_counter()
-        for _ in range(calls[name]):
-            fn()
-        rate = images * calls[name] / (time.perf_counter() - start)
-        return rate, load.cores() or 0.0
+        busy = _machine_busy_s()
+        timed = workers[name].ask(op="steps", calls=calls[name], **request)
+        after = _machine_busy_s()
+        other = None if busy is None or after is None else \
+            max(0.0, after - busy - timed["cpu_s"]) / max(timed["seconds"], 1e-9)
+        return images * calls[name] / timed["seconds"], other or 0.0
 
     samples = {name: [] for name in names}
     others, retried, noisy = [], 0, 0
@@ -329,15 +402,10 @@ def alternate(steps: dict, timing: Timing, reps: int) -> dict:
     return result
 
 
-def measure_case(case: Case, timing: Timing) -> dict:
-    batch = case.batch
-    case.set_training(True)
-    train = alternate({"minivgg": (case.minivgg_train, batch), "torch": (case.torch_train, batch)},
-                      timing, timing.reps)
-    case.set_training(False)
-    infer = alternate({"minivgg": (case.minivgg_infer, batch), "torch": (case.torch_infer, batch)},
-                      timing, timing.infer_reps)
-    case.set_training(True)
+def measure_case(workers: dict, model_name: str, batch: int, timing: Timing) -> dict:
+    request = {"model": model_name, "batch": batch}
+    train = alternate(workers, {**request, "mode": "train"}, batch, timing, timing.reps)
+    infer = alternate(workers, {**request, "mode": "infer"}, batch, timing, timing.infer_reps)
     return {"train": _with_ratio(train), "infer": _with_ratio(infer)}
 
 
@@ -460,12 +528,12 @@ def git_commit() -> str | None:
         return None
 
 
-def machine_info(torch, threads: int) -> dict:
+def machine_info(torch_info: dict, threads: int) -> dict:
     return {
         "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
-        "openblas_threads": openblas_threads(), "torch_threads": torch.get_num_threads(),
+        "openblas_threads": openblas_threads(), "torch_threads": torch_info["torch_threads"],
         "python": platform.python_version(), "numpy": np.__version__,
-        "torch": torch.__version__, "platform": platform.platform(),
+        "torch": torch_info["torch"], "platform": platform.platform(),
     }
 
 
@@ -536,12 +604,13 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
                      f"{g_ours:.1f} ({100 * g_ours / ceiling:.0f}%) | "
                      f"{g_theirs:.1f} ({100 * g_theirs / ceiling:.0f}%) | {_load(t)} |")
     lines += ["", "### Inference (eval mode, no graph)", "",
-              "| model | batch | minivgg img/s | PyTorch img/s | ratio | other load |",
-              "|---|---:|---:|---:|---:|---:|"]
+              "| model | batch | minivgg img/s | PyTorch img/s | ratio | target | other load |",
+              "|---|---:|---:|---:|---:|:---:|---:|"]
     for r in results:
-        i = r["infer"]
+        i, target = r["infer"], r.get("infer_target")
         lines.append(f"| {r['model']} | {r['batch']} | {_fmt_rate(i['minivgg']['median'])} | "
-                     f"{_fmt_rate(i['torch']['median'])} | {i['ratio']:.2f} | {_load(i)} |")
+                     f"{_fmt_rate(i['torch']['median'])} | {_ratio(i['ratio'], target)} | "
+                     f"{_mark(i['ratio'], target)} | {_load(i)} |")
     with_memory = [r for r in results if r.get("memory")]
     if with_memory:
         lines += ["", "### Peak memory of training steps (MiB above the set-up baseline)", "",
@@ -559,9 +628,9 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
     lines += ["", "### Method", "",
               "- Same weights (`minivgg.interop.to_torch`), same random batch (standard normal "
               "images, random labels), same optimizer (SGD, lr 0.01, momentum 0.9), default "
-              "`zero_grad` on both sides. The two frameworks take turns in one process "
-              "(AB, BA, AB, ...), each block of steps lasting at least `--min-time` seconds "
-              "after a warm-up; the figures are medians over "
+              "`zero_grad` on both sides. Each framework runs in a worker process of its own "
+              "and the two take turns (AB, BA, AB, ...), each block of steps lasting at least "
+              "`--min-time` seconds after a warm-up; the figures are medians over "
               f"{meta['timing']['reps']} pairs of training blocks and "
               f"{meta['timing']['infer_reps']} of inference blocks (at most "
               f"{meta['timing']['slow_reps']} for configurations whose step takes over "
@@ -569,12 +638,12 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
               "- The two cores are shared: when another process takes one core, both libraries "
               "slow down several-fold (their 2-thread pools wait on each other), so each block "
               "records the cores other processes used during it (from /proc/stat minus this "
-              "process's CPU time) and a pair with more than `--quiet-threshold` cores of "
+              "timed worker's CPU time) and a pair with more than `--quiet-threshold` cores of "
               "other load is measured again (up to `--max-wait` seconds per configuration; "
               "pairs kept after that are counted as noisy). `other load` is the most any kept "
-              "pair saw. Each block starts after a short pause (`--pause`) so that OpenBLAS's "
-              "idle threads, which spin ~0.1 s after NumPy's last BLAS call, do not run into "
-              "PyTorch's block.",
+              "pair saw. Each block starts after a short pause (`--pause`) so that one "
+              "worker's idle BLAS or OpenMP threads, which spin for a while after their last "
+              "call, do not run into the other worker's block.",
               "- FLOPs count the multiply-adds of convolutions and linear layers (2 per "
               "multiply-add): forward, plus weight gradients and input gradients (none for the "
               "first layer, whose input is the image) for a training step. GFLOP/s = FLOPs per "
@@ -585,9 +654,10 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
               "difference is what training costs (activations, gradients, optimizer state, "
               "library workspaces, allocator caches). Small models at small batches are "
               "dominated by fixed costs (library initialisation), not by activations.",
-              "- Targets (issue 6): training ratio ≥ 1.0 for the 28x28 grayscale (MNIST and "
-              "Fashion-MNIST) models at batch ≥ 64, ≥ 0.8 for minivggnet on CIFAR-10; memory "
-              "ratio ≤ 1.5."]
+              "- Targets (issue 18): training ratio ≥ 1.5 for the 28x28 zoo models and ≥ 1.0 "
+              "for minivggnet and minivgg_fashion (and their light variants) at batch 64 and "
+              "128; inference ratio ≥ 1.5 for every zoo model at batch 128; memory ratio ≤ "
+              f"{MEMORY_TARGET:g}. airbench94 has its own benchmark (benchmarks/airbench94.py)."]
     for profile in profiles:
         lines += ["", *render_profile(profile)]
     if analysis:
@@ -642,6 +712,13 @@ def target_summary(data: dict) -> list:
                          + (", ".join(f"✗ {_ratio(r['train']['ratio'], r['target'])} at batch "
                                       f"{r['batch']}"
                                       for r in slow) if slow else "✓ at every batch"))
+        inference = [r for r in rows if r.get("infer_target") is not None]
+        slow_infer = [r for r in inference if r["infer"]["ratio"] < r["infer_target"]]
+        if inference:
+            parts.append(f"inference ≥ {inference[0]['infer_target']:g}: "
+                         + (", ".join(f"✗ {_ratio(r['infer']['ratio'], r['infer_target'])} at "
+                                      f"batch {r['batch']}"
+                                      for r in slow_infer) if slow_infer else "✓ at every batch"))
         memory = [r for r in rows if r.get("memory")]
         big = [r for r in memory if r["memory"]["ratio"] > MEMORY_TARGET]
         if memory:
@@ -649,8 +726,9 @@ def target_summary(data: dict) -> list:
                          + (", ".join(f"✗ {_ratio(r['memory']['ratio'], MEMORY_TARGET)} at "
                                       f"batch {r['batch']}"
                                       for r in big) if big else "✓ at every batch"))
-        totals["checked"] += len(training) + len(memory)
-        totals["met"] += len(training) - len(slow) + len(memory) - len(big)
+        totals["checked"] += len(training) + len(inference) + len(memory)
+        totals["met"] += (len(training) - len(slow) + len(inference) - len(slow_infer)
+                          + len(memory) - len(big))
         lines.append(f"- {model}: " + "; ".join(parts))
     return [f"{totals['met']} of {totals['checked']} targets met.", "", *lines]
 
@@ -692,6 +770,10 @@ def missed_targets(data: dict) -> list:
         if r["target"] is not None and ratio < r["target"]:
             missed.append(f"training {r['model']} batch {r['batch']}: ratio {ratio:.2f} "
                           f"< {r['target']:g}")
+        target = r.get("infer_target")
+        if target is not None and r["infer"]["ratio"] < target:
+            missed.append(f"inference {r['model']} batch {r['batch']}: ratio "
+                          f"{r['infer']['ratio']:.2f} < {target:g}")
         m = r.get("memory")
         if m and m["ratio"] > MEMORY_TARGET:
             missed.append(f"memory {r['model']} batch {r['batch']}: ratio {m['ratio']:.2f} "
@@ -776,6 +858,7 @@ def parse_args(argv):
                    help="only regenerate the markdown section from --json")
     p.add_argument("--check", action="store_true",
                    help="exit 1 if the markdown section differs from what --json generates")
+    p.add_argument("--worker", choices=("minivgg", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--memory-child", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
                    help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -784,6 +867,9 @@ def parse_args(argv):
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.worker:
+        serve_worker(args.worker, args.threads)
+        return 0
     if args.memory_child:
         framework, model_name, batch, steps = args.memory_child
         print(json.dumps(memory_child(framework, model_name, int(batch), int(steps))))
@@ -800,47 +886,53 @@ def main(argv=None) -> int:
         print(f"regenerated the speed section of {args.markdown} from {args.json}")
         return 0
 
-    import torch
-    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     loadavg_start = list(os.getloadavg())
-    commit = git_commit()  # what is measured: the tree as imported now
-    machine = machine_info(torch, args.threads)
-    print(f"{machine['cpu']}, {machine['cpu_count']} cores; threads: OpenBLAS "
-          f"{machine['openblas_threads']}, torch {machine['torch_threads']}; load {loadavg_start}")
-    timing = Timing(reps=args.reps, infer_reps=args.infer_reps, min_time=args.min_time,
-                    pause=args.pause,
-                    quiet_threshold=args.quiet_threshold, max_wait=args.max_wait)
-    wait_for_quiet(args.max_wait, args.quiet_threshold)
-    gemm = gemm_gflops(args.gemm_size, torch=torch)
-    ceiling = max(gemm["numpy"], gemm.get("torch", 0.0))
-    print(f"float32 GEMM {gemm['n']}x{gemm['n']}: NumPy {gemm['numpy']:.1f} GFLOP/s, "
-          f"PyTorch {gemm.get('torch', float('nan')):.1f} GFLOP/s")
+    commit = git_commit()  # what is measured: the tree as the workers import it now
+    workers = {name: Worker(name, args.threads) for name in ("minivgg", "torch")}
+    try:
+        machine = machine_info(workers["torch"].ask(op="info"), args.threads)
+        machine["openblas_threads"] = workers["minivgg"].ask(op="info")["openblas_threads"]
+        print(f"{machine['cpu']}, {machine['cpu_count']} cores; threads: OpenBLAS "
+              f"{machine['openblas_threads']}, torch {machine['torch_threads']}; load "
+              f"{loadavg_start}")
+        timing = Timing(reps=args.reps, infer_reps=args.infer_reps, min_time=args.min_time,
+                        pause=args.pause, quiet_threshold=args.quiet_threshold,
+                        max_wait=args.max_wait)
+        wait_for_quiet(args.max_wait, args.quiet_threshold)
+        gemm = {**workers["minivgg"].ask(op="gemm", n=args.gemm_size, repeat=5),
+                "torch": workers["torch"].ask(op="gemm", n=args.gemm_size, repeat=5)["torch"]}
+        ceiling = max(gemm["numpy"], gemm["torch"])
+        print(f"float32 GEMM {gemm['n']}x{gemm['n']}: NumPy {gemm['numpy']:.1f} GFLOP/s, "
+              f"PyTorch {gemm['torch']:.1f} GFLOP/s")
 
-    results = []
-    for model_name in args.models:
-        for batch in args.batch_sizes or default_batch_sizes(model_name):
-            case = Case(model_name, batch, torch=torch)
-            flops = count_flops(case.model, case.shape)
-            params = case.num_parameters
-            timed = measure_case(case, timing)
-            del case
-            gc.collect()
-            memory = None if args.no_memory else measure_memory(model_name, batch)
-            row = {"model": model_name, "dataset": MODELS[model_name].default_dataset,
-                   "params": params, "batch": batch,
-                   "target": training_target(model_name, batch),
-                   "flops": {"forward": flops["forward"], "train": flops["train"]},
-                   **timed, "memory": memory, "loadavg": list(os.getloadavg())}
-            results.append(row)
-            t, i = row["train"], row["infer"]
-            mem = (f"  mem {memory['minivgg']['delta_mib']:.0f}/{memory['torch']['delta_mib']:.0f} "
-                   f"MiB ({memory['ratio']:.2f})" if memory else "")
-            print(f"{model_name:16s} b{batch:<4d} train {t['minivgg']['median']:8.0f} vs "
-                  f"{t['torch']['median']:8.0f} img/s ({t['ratio']:.2f})  infer "
-                  f"{i['minivgg']['median']:8.0f} vs {i['torch']['median']:8.0f} "
-                  f"({i['ratio']:.2f}){mem}  other load {_load(t)} / {_load(i)}, retried "
-                  f"{t['retried_pairs'] + i['retried_pairs']}", flush=True)
+        results = []
+        for model_name in args.models:
+            for batch in args.batch_sizes or default_batch_sizes(model_name):
+                shape = input_shape(model_name)
+                model = build(model_name, in_channels=shape[0], image_size=shape[1], seed=0)
+                flops, params = count_flops(model, shape), model.num_parameters()
+                timed = measure_case(workers, model_name, batch, timing)
+                memory = None if args.no_memory else measure_memory(model_name, batch)
+                row = {"model": model_name, "dataset": MODELS[model_name].default_dataset,
+                       "params": params, "batch": batch,
+                       "target": training_target(model_name, batch),
+                       "infer_target": inference_target(model_name, batch),
+                       "flops": {"forward": flops["forward"], "train": flops["train"]},
+                       **timed, "memory": memory, "loadavg": list(os.getloadavg())}
+                results.append(row)
+                t, i = row["train"], row["infer"]
+                mem = (f"  mem {memory['minivgg']['delta_mib']:.0f}/"
+                       f"{memory['torch']['delta_mib']:.0f} MiB ({memory['ratio']:.2f})"
+                       if memory else "")
+                print(f"{model_name:16s} b{batch:<4d} train {t['minivgg']['median']:8.0f} vs "
+                      f"{t['torch']['median']:8.0f} img/s ({t['ratio']:.2f})  infer "
+                      f"{i['minivgg']['median']:8.0f} vs {i['torch']['median']:8.0f} "
+                      f"({i['ratio']:.2f}){mem}  other load {_load(t)} / {_load(i)}, retried "
+                      f"{t['retried_pairs'] + i['retried_pairs']}", flush=True)
+    finally:
+        for worker in workers.values():
+            worker.close()
 
     data = {
         "meta": {"command": " ".join(["python benchmarks/speed.py", *map(shlex.quote, argv)]),

@@ -92,12 +92,14 @@ def _fixture_data():
         "gemm": {"n": 2048, "repeat": 5, "numpy": 100.0, "torch": 125.0},
         "ceiling_gflops": 125.0,
         "results": [
-            {"model": "mnist_5k", "dataset": "mnist", "params": 5178, "batch": 64, "target": 1.0,
+            {"model": "mnist_5k", "dataset": "mnist", "params": 5178, "batch": 64, "target": 1.5,
+             "infer_target": None,
              "flops": {"forward": 1_000_000, "train": 2_500_000},
              "train": timed(2000.0, 4000.0), "infer": timed(9000.0, 10000.0),
              "memory": memory(30.0, 10.0)},
             {"model": "minivggnet", "dataset": "cifar10", "params": 2169770, "batch": 128,
-             "target": 0.8, "flops": {"forward": 10_000_000, "train": 25_000_000},
+             "target": 1.0, "infer_target": 1.5,
+             "flops": {"forward": 10_000_000, "train": 25_000_000},
              "train": timed(450.0, 500.0), "infer": timed(1500.0, 2000.0),
              "memory": memory(100.0, 90.0)},
         ],
@@ -114,13 +116,16 @@ def test_render_section_tables_targets_and_ceiling():
     assert "`python benchmarks/speed.py --reps 1`" in text
     assert "NumPy/OpenBLAS 100.0 GFLOP/s, PyTorch 125.0 GFLOP/s" in text
     # 2,500,000 FLOPs x 2000 img/s = 5 GFLOP/s = 4% of 125
-    assert ("| mnist_5k | 5,178 | 64 | 2,000 | 4,000 | 0.50 | ✗ ≥ 1 | 5.0 (4%) | 10.0 (8%) | 0.10 |"
+    assert ("| mnist_5k | 5,178 | 64 | 2,000 | 4,000 | 0.50 | ✗ ≥ 1.5 | 5.0 (4%) | 10.0 (8%) | 0.10 |"
             in text)
-    assert "| minivggnet | 2,169,770 | 128 | 450 | 500 | 0.90 | ✓ ≥ 0.8 |" in text
-    assert "| mnist_5k | 64 | 30.0 | 10.0 | 3.00 | ✗ ≤ 1.5 |" in text
-    assert "2 of 4 targets met." in text
-    assert "- mnist_5k: training ≥ 1: ✗ 0.50 at batch 64; memory ≤ 1.5: ✗ 3.00 at batch 64" in text
-    assert "- minivggnet: training ≥ 0.8: ✓ at every batch; memory ≤ 1.5: ✓ at every batch" in text
+    assert "| minivggnet | 2,169,770 | 128 | 450 | 500 | 0.90 | ✗ ≥ 1 |" in text
+    assert "| minivggnet | 128 | 1,500 | 2,000 | 0.75 | ✗ ≥ 1.5 | 0.10 |" in text
+    assert "| mnist_5k | 64 | 9,000 | 10,000 | 0.90 | – | 0.10 |" in text
+    assert "| mnist_5k | 64 | 30.0 | 10.0 | 3.00 | ✗ ≤ 1.2 |" in text
+    assert "1 of 5 targets met." in text
+    assert "- mnist_5k: training ≥ 1.5: ✗ 0.50 at batch 64; memory ≤ 1.2: ✗ 3.00 at batch 64" in text
+    assert ("- minivggnet: training ≥ 1: ✗ 0.90 at batch 128; inference ≥ 1.5: ✗ 0.75 at batch "
+            "128; memory ≤ 1.2: ✓ at every batch") in text
     assert "| Conv2d.backward | 80.00 | 40% | aten::convolution_backward | 40.00 | 40% |" in text
     assert "why it is slow" in text
 
@@ -131,12 +136,12 @@ def test_render_time_to_accuracy():
            "target": 0.994, "max_epochs": 15, "threads": 2, "train_images": 60000,
            "test_images": 10000,
            "results": {"minivgg": {"parameters": 5178, "wall_s": 100.0, "epochs": [],
-                                   "reached": {"epoch": 4, "test_acc": 0.9941, "elapsed_s": 95.5}},
+                                   "reached": {"epoch": 4, "test_acc": 0.9941, "elapsed_s": 85.5}},
                        "torch": {"parameters": 5178, "wall_s": 400.0,
                                  "epochs": [{"epoch": 1, "test_acc": 0.99}], "reached": None}}}
     text = speed.render_section(_fixture_data(), time_to_accuracy=tta)
     assert "### Time to 99.4% MNIST test accuracy" in text
-    assert "| minivgg | 5,178 | 4 | 0.9941 | 95.5 s | ✓ |" in text
+    assert "| minivgg | 5,178 | 4 | 0.9941 | 85.5 s | ✓ |" in text
     assert "| torch | 5,178 | not reached | best 0.9900 | 400.0 s | – |" in text
     assert "Figure:" not in text
     text = speed.render_section(_fixture_data(), time_to_accuracy={**tta, "figure": "r/tta.png"})
@@ -169,10 +174,12 @@ def test_update_markdown_creates_file_and_refuses_missing_markers(tmp_path):
 
 def test_targets_follow_the_issue():
     assert speed.training_target("mnist_5k", 16) is None
-    assert speed.training_target("mnist_5k", 64) == 1.0
-    assert speed.training_target("minivggnet", 16) == 0.8
-    assert speed.default_batch_sizes("mnist_5k") == [16, 64, 128, 512]
-    assert speed.default_batch_sizes("minivggnet") == [16, 64, 128]
+    assert speed.training_target("mnist_5k", 64) == speed.training_target("lenet5", 128) == 1.5
+    assert speed.training_target("minivggnet", 128) == speed.training_target("minivgg_fashion", 64) == 1.0
+    assert speed.training_target("airbench94", 128) is None
+    assert speed.inference_target("vgg_v1", 128) == 1.5 and speed.inference_target("vgg_v1", 64) is None
+    assert speed.default_batch_sizes("mnist_5k") == speed.default_batch_sizes("minivggnet") == [64, 128]
+    assert speed.MEMORY_TARGET == 1.2 and speed.TIME_TO_ACCURACY_TARGET_S == 90
 
 
 # ---- running it ------------------------------------------------------------------------------
@@ -264,6 +271,7 @@ def test_smoke_run_writes_json_and_section(tmp_path, torch):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OPENBLAS_NUM_THREADS": "8"})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "the minivgg worker" not in done.stderr
     data = json.loads(out.read_text())
     assert data["machine"]["openblas_threads"] in (2, None)  # forced to 2 despite the environment
     assert data["machine"]["torch_threads"] == 2
