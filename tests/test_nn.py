@@ -651,14 +651,14 @@ def test_rng_argument_validation():
 
 def _fused_and_apart(build, relus, batchnorms, x):
     """Outputs, parameter gradients and running stats of build() run with its ReLU -> BN and
-    BN -> ReLU pairs fused, then with the ReLUs' forward replaced on the instance (as
-    summary.py does), which keeps the layers apart. Checks F.relu ran only in the second."""
+    BN -> ReLU pairs fused, then with a forward hook on each ReLU (as summary.py has), which
+    keeps the layers apart. Checks F.relu ran only in the second."""
     runs = []
     for apart in (False, True):
         model = build()
         if apart:
             for i in relus:
-                model[i].forward = type(model[i]).forward.__get__(model[i])
+                model[i].register_forward_hook(lambda module, args, output: None)
         calls = []
         original = F.relu
         try:
@@ -698,6 +698,78 @@ def test_fused_batchnorm_error_names_the_batchnorm_layer():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm2d\)"):
         model(Tensor(np.ones((2, 4, 3, 3), np.float32)))
+
+
+# ---- forward hooks ---------------------------------------------------------------------------
+def test_hooks_run_in_order_around_forward_and_on_containers():
+    calls = []
+    model = nn.Sequential(nn.Linear(3, 4, rng=0), nn.ReLU())
+    for name, module in (("model", model), ("linear", model[0]), ("relu", model[1])):
+        module.register_forward_pre_hook(lambda m, args, name=name: calls.append(("pre", name)))
+        module.register_forward_hook(lambda m, args, out, name=name: calls.append(("post", name)))
+    model[0].register_forward_hook(lambda m, args, out: calls.append(("post 2", "linear")))
+    model(np.ones((2, 3), np.float32))
+    assert calls == [("pre", "model"), ("pre", "linear"), ("post", "linear"),
+                     ("post 2", "linear"), ("pre", "relu"), ("post", "relu"), ("post", "model")]
+
+
+def test_hooks_see_the_module_arguments_and_output_and_may_replace_them():
+    layer = nn.Linear(3, 2, rng=0)
+    seen = []
+    layer.register_forward_hook(lambda m, args, out: seen.append((m, args, out)))
+    x = Tensor(np.ones((1, 3), np.float32))
+    y = layer(x)
+    assert seen[0][0] is layer and seen[0][1][0] is x and seen[0][2] is y
+    with layer.register_forward_pre_hook(lambda m, args: Tensor(2 * args[0].data)):
+        doubled = layer(x)
+    np.testing.assert_allclose(doubled.data - layer.bias.data, 2 * (y.data - layer.bias.data),
+                               rtol=1e-6)
+    with layer.register_forward_hook(lambda m, args, out: F.mul(out, 0.0)):
+        np.testing.assert_array_equal(layer(x).data, np.zeros((1, 2), np.float32))
+    np.testing.assert_array_equal(layer(x).data, y.data)  # both removed on leaving the blocks
+
+
+def test_removed_hooks_no_longer_run():
+    layer = nn.ReLU()
+    calls = []
+    first = layer.register_forward_hook(lambda m, args, out: calls.append(1))
+    second = layer.register_forward_pre_hook(lambda m, args: calls.append(2))
+    layer(np.ones(2, np.float32))
+    assert calls == [2, 1] and layer.has_hooks()
+    first.remove()
+    first.remove()  # a second remove() is harmless
+    layer(np.ones(2, np.float32))
+    assert calls == [2, 1, 2]
+    second.remove()
+    layer(np.ones(2, np.float32))
+    assert calls == [2, 1, 2] and not layer.has_hooks()
+    with pytest.raises(TypeError, match="callable"):
+        layer.register_forward_hook("not a function")
+
+
+def test_sequential_keeps_hooked_layers_apart_and_the_result_equal():
+    """A hook on the ReLU or the BatchNorm of a fusable pair: both layers run on their own,
+    the hooks see each layer's own output, and outputs and gradients equal the fused run's."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(36, 3, rng=1))
+    x = _randn(np.random.default_rng(2), 3, 2, 5, 5)
+    fused = build()
+    y_fused = fused(Tensor(x.copy()))
+    y_fused.backward(np.ones(y_fused.shape, np.float32))
+    for hooked in (1, 2):
+        model = build()
+        seen = []
+        model[hooked].register_forward_hook(lambda m, args, out: seen.append(out.data.copy()))
+        y = model(Tensor(x.copy()))
+        y.backward(np.ones(y.shape, np.float32))
+        assert len(seen) == 1
+        if hooked == 1:
+            assert (seen[0] < 0).any()  # the BatchNorm's own output, before the ReLU
+        np.testing.assert_array_equal(y.data, y_fused.data)
+        for p, q in zip(model.parameters(), fused.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
+        np.testing.assert_array_equal(model[1].running_var, fused[1].running_var)
 
 
 # ---- airbench's pieces: Scale, and BatchNorm with a frozen scale ------------------------------

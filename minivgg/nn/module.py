@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from itertools import count
 
 import numpy as np
 
@@ -49,6 +50,26 @@ class StateDictError(ValueError):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+class RemovableHandle:
+    """What register_forward_hook and register_forward_pre_hook return: `remove()` takes the
+    hook off again (also as a context manager: the hook is removed on leaving the block)."""
+
+    _ids = count()
+
+    def __init__(self, hooks: OrderedDict):
+        self.hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
 def _addindent(text: str, spaces: int) -> str:
     lines = text.split("\n")
     if len(lines) == 1:
@@ -62,6 +83,9 @@ class Module:
     Subclasses call `super().__init__()` first, then assign Parameters, child Modules and
     buffers as attributes, and define `forward`. Stochastic layers set `stochastic = True`
     and keep their Generator in `self.rng` (see `set_rng`).
+
+    Calling a module runs its forward pre-hooks, `forward`, then its forward hooks (see
+    `register_forward_hook`).
     """
 
     stochastic = False
@@ -72,6 +96,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     # ---- registration ----------------------------------------------------------
     def _check_initialised(self, what: str):
@@ -371,7 +397,42 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_pre_hooks or self._forward_hooks):
+            return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:  # the hook replaced the inputs
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:  # the hook replaced the output
+                output = result
+        return output
+
+    # ---- hooks -----------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args)` before each forward, as torch does; if it returns
+        something other than None, that (a tuple, or one value) becomes forward's arguments.
+        Returns a handle whose `remove()` unregisters the hook."""
+        return self._add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args, output)` after each forward, as torch does; if it returns
+        something other than None, that replaces the output. Returns a handle whose
+        `remove()` unregisters the hook. Hooks run in the order they were registered."""
+        return self._add_hook(self._forward_hooks, hook)
+
+    def _add_hook(self, hooks: OrderedDict, hook) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def has_hooks(self) -> bool:
+        """Whether a forward hook or forward pre-hook is registered on this module itself."""
+        return bool(self._forward_pre_hooks or self._forward_hooks)
 
     def extra_repr(self) -> str:
         return ""
