@@ -7,8 +7,8 @@
                 Conv2d-1           [-1, 10, 26, 26]             100
     ...
 
-Output shapes come from one real forward pass on a batch of zeros, recorded by wrapping
-each leaf module's `forward` for the duration of that pass.
+Output shapes come from one real forward pass on a batch of zeros, recorded by forward hooks
+on each leaf module, removed after that pass.
 """
 from __future__ import annotations
 
@@ -87,14 +87,15 @@ def _count_values(shapes) -> int:
 
 
 class _Recorder:
-    """Wraps each leaf's forward so that calling it records a row (or the failing layer)."""
+    """Forward hooks on each leaf that record a row per call (or the layer that failed)."""
 
     def __init__(self, model, batch_size: int):
         self.batch_size = batch_size
         self.rows = []
+        self.running = []           # (row label, dotted name) of the leaves entered, not yet left
         self.failed = None          # (row label, dotted name) of the innermost layer that raised
         self.last_done = None       # row label of the last layer that finished
-        self.wrapped = []           # (module, had an instance attribute `forward`, its value)
+        self.handles = []
         self.leaves = []
         seen = set()
         for name, module in model.named_modules():
@@ -104,39 +105,35 @@ class _Recorder:
 
     def install(self) -> None:
         for name, module in self.leaves:
-            own = vars(module)
-            self.wrapped.append((module, "forward" in own, own.get("forward")))
-            # An instance attribute shadows the class's forward; Module.__call__ finds it.
-            object.__setattr__(module, "forward", self._wrap(name, module, module.forward))
+            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(module.register_forward_hook(self._leave))
 
     def uninstall(self) -> None:
-        for module, had_own, previous in reversed(self.wrapped):
-            if had_own:
-                object.__setattr__(module, "forward", previous)
-            else:
-                object.__delattr__(module, "forward")
-        self.wrapped = []
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
-    def _wrap(self, name, module, forward):
-        def recorded_forward(*args, **kwargs):
-            label = f"{type(module).__name__}-{len(self.rows) + 1}"
-            try:
-                output = forward(*args, **kwargs)
-            except Exception:
-                if self.failed is None:
-                    self.failed = (label, name)
-                raise
-            params = list(module.parameters())
-            self.rows.append(SummaryRow(
-                layer=label,
-                name=name,
-                output_shape=_output_shapes(output, self.batch_size),
-                num_params=sum(int(p.data.size) for p in params),
-                trainable_params=sum(int(p.data.size) for p in params if p.requires_grad),
-            ))
-            self.last_done = label
-            return output
-        return recorded_forward
+    def note_failure(self) -> None:
+        """After an exception: the innermost leaf that was entered and not left raised it."""
+        if self.running:
+            self.failed = self.running[-1]
+
+    def _enter(self, name):
+        def enter(module, args):
+            self.running.append((f"{type(module).__name__}-{len(self.rows) + 1}", name))
+        return enter
+
+    def _leave(self, module, args, output):
+        label, name = self.running.pop()
+        params = list(module.parameters())
+        self.rows.append(SummaryRow(
+            layer=label,
+            name=name,
+            output_shape=_output_shapes(output, self.batch_size),
+            num_params=sum(int(p.data.size) for p in params),
+            trainable_params=sum(int(p.data.size) for p in params if p.requires_grad),
+        ))
+        self.last_done = label
 
 
 def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
@@ -147,6 +144,7 @@ def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
         with no_grad():
             model(Tensor(np.zeros((_PROBE_BATCH,) + input_shape, dtype=np.float32)))
     except Exception as error:
+        recorder.note_failure()
         if recorder.failed is not None:
             label, name = recorder.failed
             where = f"at layer {label}" + (f" ('{name}')" if name else "")

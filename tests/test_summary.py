@@ -94,6 +94,7 @@ def test_state_is_restored():
     summarize(model, (1, 12, 12))
     assert model.training and not model[1].training and model[4].training
     assert all("forward" not in vars(m) for m in model.modules())
+    assert not any(m.has_hooks() for m in model.modules())
     np.testing.assert_array_equal(model[1].running_mean, running_mean)
     assert all(p.grad is None for p in model.parameters())
 
@@ -110,8 +111,9 @@ def test_bad_input_shape_names_shape_and_layer(shape, layer):
         summarize(model, shape)
     message = str(info.value)
     assert str(shape) in message and layer in message
-    # wrappers and modes are restored after a failure too
+    # hooks are removed and modes restored after a failure too
     assert all("forward" not in vars(m) for m in model.modules())
+    assert not any(m.has_hooks() for m in model.modules())
     assert all(m.training for m in model.modules())
 
 
