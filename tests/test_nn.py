@@ -636,10 +636,40 @@ def test_sequential_says_which_layer_failed_and_keeps_the_type():
     (lambda: nn.GELU(approximate="fast"), "approximate"),
     (lambda: nn.MaxPool2d(0), "kernel_size"),
     (lambda: nn.AvgPool2d(2, padding=-1), "padding"),
+    (lambda: nn.MaxPool2d(2, padding=2), "at most half of kernel_size"),
 ], ids=lambda value: "" if callable(value) else value)
 def test_constructor_validation(make, pattern):
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+@pytest.mark.parametrize("build, call", [
+    (lambda: nn.Dropout(1.5), lambda x: F.dropout(x, 1.5)),
+    (lambda: nn.Dropout2d(-0.1), lambda x: F.dropout2d(x, -0.1)),
+    (lambda: nn.GELU(approximate="fast"), lambda x: F.gelu(x, "fast")),
+    (lambda: nn.MaxPool2d(2, padding=2), lambda x: F.max_pool2d(x, 2, padding=2)),
+    (lambda: nn.AvgPool2d((2, 0)), lambda x: F.avg_pool2d(x, (2, 0))),
+    (lambda: nn.Conv2d(1, 1, 3, padding=(1, -1)),
+     lambda x: F.conv2d(x, np.ones((1, 1, 3, 3), np.float32), padding=(1, -1))),
+    (lambda: nn.Conv2d(1, 1, 3, stride=2, padding="same"),
+     lambda x: F.conv2d(x, np.ones((1, 1, 3, 3), np.float32), stride=2, padding="same")),
+])
+def test_a_layer_checks_its_arguments_with_its_op_when_built(build, call):
+    """The layer fails when it is built, with the op's own message under the layer's name."""
+    with pytest.raises(ValueError) as built:
+        build()
+    with pytest.raises(ValueError) as called:
+        call(np.ones((1, 1, 6, 6), np.float32))
+    layer_name, layer_message = str(built.value).split(": ", 1)
+    op_name, op_message = str(called.value).split(": ", 1)
+    assert layer_name.lower() == op_name.replace("_", "").lower()
+    assert layer_message == op_message
+
+
+def test_layers_take_array_sizes():
+    conv = nn.Conv2d(1, 2, np.array([3, 2]), stride=np.array([1, 2]), rng=0)
+    assert conv.kernel_size == (3, 2) and conv.stride == (1, 2)
+    assert conv(np.ones((1, 1, 5, 5), np.float32)).shape == (1, 2, 3, 2)
 
 
 def test_rng_argument_validation():

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from .. import functional as F
+from ..functional.activation import GELU_APPROXIMATIONS
+from ..functional.checks import one_of
 from .module import Module
 
 
@@ -37,9 +39,7 @@ class LeakyReLU(Module):
 class GELU(Module):
     def __init__(self, approximate: str = "none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = one_of(approximate, GELU_APPROXIMATIONS, "approximate", "GELU")
 
     def forward(self, x):
         return F.gelu(x, self.approximate)

@@ -4,8 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..functional.checks import positive_int
+from ..functional.conv import conv_padding
+from ..functional.windows import pair
 from .module import Module, Parameter, _as_generator, _label, _shape
-from .params import _default_reset_, _pair, _positive_int
+from .params import _default_reset_
 
 
 class Conv2d(Module):
@@ -15,20 +18,12 @@ class Conv2d(Module):
                  bias: bool = True, rng=None):
         super().__init__()
         name = "Conv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", name)
-        self.out_channels = _positive_int(out_channels, "out_channels", name)
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid', "
-                                 f"got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"Conv2d: padding='same' is not supported for strided "
-                                 f"convolutions (stride={self.stride}); use an explicit padding")
-            self.padding = padding
-        else:
-            self.padding = _pair(padding, "padding", name, 0)
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.kernel_size = pair(kernel_size, "kernel_size", name, minimum=1)
+        self.stride = pair(stride, "stride", name, minimum=1)
+        conv_padding(padding, self.kernel_size, self.stride, name)  # checks it
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", name, 0)
         shape = (self.out_channels, self.in_channels) + self.kernel_size  # (C_out, C_in, kh, kw)
         self.weight = Parameter(np.empty(shape, dtype=np.float32))
         if bias:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
+from ..functional.checks import probability
 from .module import Module, _as_generator
 
 
@@ -12,9 +13,7 @@ class _DropoutNd(Module):
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"{type(self).__name__}: p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = probability(p, "p", type(self).__name__)
         self.rng = _as_generator(rng)
 
     def extra_repr(self):

@@ -8,7 +8,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor
 from .module import Module, Parameter, _as_generator, _label, _shape
-from .params import _default_reset_, _positive_int
+from ..functional.checks import positive_int
+from .params import _default_reset_
 
 
 class Linear(Module):
@@ -16,8 +17,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, rng=None):
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Linear")
-        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.in_features = positive_int(in_features, "in_features", "Linear")
+        self.out_features = positive_int(out_features, "out_features", "Linear")
         self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=np.float32))
         if bias:
             self.bias = Parameter(np.empty(self.out_features, dtype=np.float32))

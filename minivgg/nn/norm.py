@@ -5,7 +5,8 @@ import numpy as np
 
 from .. import functional as F
 from .module import Module, _label, _shape
-from .params import _positive_int, _register_affine, _reset_affine
+from ..functional.checks import positive_int
+from .params import _register_affine, _reset_affine
 
 
 class _BatchNorm(Module):
@@ -18,7 +19,7 @@ class _BatchNorm(Module):
                  affine: bool = True, track_running_stats: bool = True, *, bias: bool = True):
         super().__init__()
         name = type(self).__name__
-        self.num_features = _positive_int(num_features, "num_features", name)
+        self.num_features = positive_int(num_features, "num_features", name)
         if not eps > 0:
             raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
         if momentum is not None and not 0 <= momentum <= 1:
@@ -102,7 +103,7 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(_positive_int(n, "normalized_shape", "LayerNorm")
+        self.normalized_shape = tuple(positive_int(n, "normalized_shape", "LayerNorm")
                                       for n in normalized_shape)
         if not self.normalized_shape:
             raise ValueError("LayerNorm: normalized_shape must name at least one dimension")

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .. import functional as F
+from ..functional.windows import pool_window
 from .module import Module
-from .params import _pair
 
 
 class MaxPool2d(Module):
@@ -12,9 +12,7 @@ class MaxPool2d(Module):
         self.kernel_size = kernel_size
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
-        _pair(kernel_size, "kernel_size", "MaxPool2d", 1)
-        _pair(self.stride, "stride", "MaxPool2d", 1)
-        _pair(padding, "padding", "MaxPool2d", 0)
+        pool_window(kernel_size, stride, padding, "MaxPool2d")  # checks them
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
@@ -30,9 +28,7 @@ class AvgPool2d(Module):
         self.stride = kernel_size if stride is None else stride
         self.padding = padding
         self.count_include_pad = bool(count_include_pad)
-        _pair(kernel_size, "kernel_size", "AvgPool2d", 1)
-        _pair(self.stride, "stride", "AvgPool2d", 1)
-        _pair(padding, "padding", "AvgPool2d", 0)
+        pool_window(kernel_size, stride, padding, "AvgPool2d")  # checks them
 
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
