@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import minivgg.functional as F
+from every_layer import INPUT_SHAPE, every_layer_model, layer_classes
 from minivgg import Tensor, init, nn
+from minivgg.autograd import no_grad
+from minivgg.interop import to_torch
 
 
 def _arrays(torch_module) -> dict:
@@ -212,6 +215,39 @@ def test_torch_tensors_load_directly_and_keep_float32(torch):
     ours.load_state_dict({"weight": [[1.0] * 4] * 3, "bias": (0, 1, 2)})  # anything np.asarray takes
     assert ours.weight.data.dtype == np.float32 and ours.bias.data.dtype == np.float32
     np.testing.assert_array_equal(ours.bias.data, [0, 1, 2])
+
+
+def test_the_every_layer_model_holds_every_layer():
+    assert {type(m) for m in every_layer_model().modules()} == layer_classes()
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own
+def test_every_layer_declares_its_torch_twin(torch):
+    """to_torch on a model of every layer: the same state_dict keys, and in eval mode (with
+    running statistics away from 0 and 1) the same output."""
+    model = every_layer_model()
+    rng = np.random.default_rng(4)
+    for module in model.modules():
+        if getattr(module, "running_var", None) is not None:
+            module.running_mean[...] = rng.normal(0, 0.5, module.running_mean.shape)
+            module.running_var[...] = rng.uniform(0.3, 2.0, module.running_var.shape)
+    model.eval()
+    twin = to_torch(model)
+    assert list(twin.state_dict()) == list(model.state_dict()) and not twin.training
+    x = _randn(rng, 5, *INPUT_SHAPE)
+    with no_grad():
+        ours = model(Tensor(x)).data
+    np.testing.assert_allclose(ours, twin(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_layer_without_a_torch_twin_is_named(torch):
+    class Odd(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(TypeError, match="no torch.nn equivalent known for Odd"):
+        to_torch(nn.Sequential(nn.ReLU(), Odd()))
 
 
 # ---- state_dict and loading ------------------------------------------------------------------------

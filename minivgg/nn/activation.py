@@ -11,6 +11,9 @@ class ReLU(Module):
     def forward(self, x):
         return F.relu(x)
 
+    def torch_twin(self, tnn):
+        return tnn.ReLU()
+
 
 class ELU(Module):
     def __init__(self, alpha: float = 1.0):
@@ -19,6 +22,9 @@ class ELU(Module):
 
     def forward(self, x):
         return F.elu(x, self.alpha)
+
+    def torch_twin(self, tnn):
+        return tnn.ELU(self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -32,6 +38,9 @@ class LeakyReLU(Module):
     def forward(self, x):
         return F.leaky_relu(x, self.negative_slope)
 
+    def torch_twin(self, tnn):
+        return tnn.LeakyReLU(self.negative_slope)
+
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
 
@@ -44,6 +53,9 @@ class GELU(Module):
     def forward(self, x):
         return F.gelu(x, self.approximate)
 
+    def torch_twin(self, tnn):
+        return tnn.GELU(approximate=self.approximate)
+
     def extra_repr(self):
         return f"approximate={self.approximate!r}"
 
@@ -52,7 +64,13 @@ class Tanh(Module):
     def forward(self, x):
         return F.tanh(x)
 
+    def torch_twin(self, tnn):
+        return tnn.Tanh()
+
 
 class Sigmoid(Module):
     def forward(self, x):
         return F.sigmoid(x)
+
+    def torch_twin(self, tnn):
+        return tnn.Sigmoid()

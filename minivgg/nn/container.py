@@ -81,6 +81,10 @@ class Sequential(Module):
         self._renumber(modules)
         return self
 
+    def torch_twin(self, tnn):
+        return tnn.Sequential(OrderedDict((name, module.torch_twin(tnn))
+                                          for name, module in self._modules.items()))
+
     def forward(self, x):
         layers = list(self._modules.items())
         i = 0

@@ -42,6 +42,10 @@ class Conv2d(Module):
                              f"got {shape}")
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
 
+    def torch_twin(self, tnn):
+        return tnn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                          stride=self.stride, padding=self.padding, bias=self.bias is not None)
+
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}")

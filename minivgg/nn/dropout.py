@@ -26,9 +26,15 @@ class Dropout(_DropoutNd):
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.rng)
 
+    def torch_twin(self, tnn):
+        return tnn.Dropout(self.p)
+
 
 class Dropout2d(_DropoutNd):
     """Zero whole channels of (N, C, H, W) with probability p when training."""
 
     def forward(self, x):
         return F.dropout2d(x, self.p, self.training, self.rng)
+
+    def torch_twin(self, tnn):
+        return tnn.Dropout2d(self.p)

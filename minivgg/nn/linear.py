@@ -40,6 +40,9 @@ class Linear(Module):
         flat = F.reshape(x, (-1, self.in_features))
         return F.reshape(F.linear(flat, self.weight, self.bias), shape[:-1] + (self.out_features,))
 
+    def torch_twin(self, tnn):
+        return tnn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
@@ -53,6 +56,9 @@ class Flatten(Module):
     def forward(self, x):
         return F.flatten(x, self.start_dim)
 
+    def torch_twin(self, tnn):
+        return tnn.Flatten(self.start_dim)
+
     def extra_repr(self):
         return f"start_dim={self.start_dim}"
 
@@ -60,6 +66,9 @@ class Flatten(Module):
 class Identity(Module):
     def forward(self, x):
         return x
+
+    def torch_twin(self, tnn):
+        return tnn.Identity()
 
 
 class Scale(Module):
@@ -75,6 +84,17 @@ class Scale(Module):
     def forward(self, x):
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
         return F.mul(x, data.dtype.type(self.factor))
+
+    def torch_twin(self, tnn):
+        class Scale(tnn.Module):  # torch.nn has no constant factor layer
+            def __init__(self, factor):
+                super().__init__()
+                self.factor = factor
+
+            def forward(self, x):
+                return x * self.factor
+
+        return Scale(self.factor)
 
     def extra_repr(self):
         return f"factor={self.factor}"

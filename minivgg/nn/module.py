@@ -85,7 +85,8 @@ class Module:
     and keep their Generator in `self.rng` (see `set_rng`).
 
     Calling a module runs its forward pre-hooks, `forward`, then its forward hooks (see
-    `register_forward_hook`).
+    `register_forward_hook`). A layer also says, next to its forward, what it is outside
+    minivgg: `torch_twin` (the same layer in torch.nn).
     """
 
     stochastic = False
@@ -436,6 +437,12 @@ class Module:
 
     def extra_repr(self) -> str:
         return ""
+
+    # ---- the same layer elsewhere ----------------------------------------------------
+    def torch_twin(self, tnn):
+        """The same layer built with torch.nn (`tnn`), its parameters left as torch
+        initialises them: minivgg.interop.to_torch copies the weights in afterwards."""
+        raise TypeError(f"to_torch: no torch.nn equivalent known for {type(self).__name__}")
 
     def __repr__(self):
         extra = self.extra_repr()

@@ -14,6 +14,7 @@ class _BatchNorm(Module):
 
     ranks: tuple = ()
     layout: str = ""
+    torch_name: str = ""  # the torch.nn class
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, bias: bool = True):
@@ -69,6 +70,11 @@ class _BatchNorm(Module):
                             training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
                             relu_after=relu_after)
 
+    def torch_twin(self, tnn):
+        return getattr(tnn, self.torch_name)(
+            self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+            track_running_stats=self.track_running_stats)
+
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
@@ -79,6 +85,7 @@ class BatchNorm1d(_BatchNorm):
     """Batch normalisation over (N, C) or (N, C, L), per channel C."""
 
     ranks = (2, 3)
+    torch_name = "BatchNorm1d"
 
     @property
     def layout(self):
@@ -89,6 +96,7 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation over (N, C, H, W), per channel C."""
 
     ranks = (4,)
+    torch_name = "BatchNorm2d"
 
     @property
     def layout(self):
@@ -125,6 +133,11 @@ class LayerNorm(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, ..., "
                              f"{', '.join(map(str, self.normalized_shape))}), got {shape}")
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
+
+    def torch_twin(self, tnn):
+        return tnn.LayerNorm(self.normalized_shape, eps=self.eps,
+                             elementwise_affine=self.elementwise_affine,
+                             bias=self.bias is not None)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

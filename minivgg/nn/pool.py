@@ -17,6 +17,9 @@ class MaxPool2d(Module):
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding)
 
+    def torch_twin(self, tnn):
+        return tnn.MaxPool2d(self.kernel_size, stride=self.stride, padding=self.padding)
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
@@ -34,6 +37,10 @@ class AvgPool2d(Module):
         return F.avg_pool2d(x, self.kernel_size, stride=self.stride, padding=self.padding,
                             count_include_pad=self.count_include_pad)
 
+    def torch_twin(self, tnn):
+        return tnn.AvgPool2d(self.kernel_size, stride=self.stride, padding=self.padding,
+                             count_include_pad=self.count_include_pad)
+
     def extra_repr(self):
         text = f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
         if not self.count_include_pad:
@@ -48,6 +55,9 @@ class AdaptiveAvgPool2d(Module):
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def torch_twin(self, tnn):
+        return tnn.AdaptiveAvgPool2d(self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
