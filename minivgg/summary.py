@@ -1,4 +1,5 @@
-"""Model summary: a torchsummary-style table of leaf layers, output shapes and parameters.
+"""Model summary: a torchsummary-style table of leaf layers, output shapes and parameters;
+and the model's FLOPs (`count_flops`), from what each layer says its arithmetic is.
 
     >>> print(summary(model, (1, 28, 28)))
     ----------------------------------------------------------------
@@ -54,7 +55,7 @@ def _is_leaf(module) -> bool:
     return next(iter(module.children()), None) is None
 
 
-def _check_input_shape(input_shape) -> tuple:
+def _check_input_shape(input_shape, op: str = "summary") -> tuple:
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     try:
@@ -64,7 +65,7 @@ def _check_input_shape(input_shape) -> tuple:
     if not shape or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
                             and d > 0 for d in shape):
         raise ValueError(
-            f"summary: input_shape must be a non-empty tuple of positive ints without the "
+            f"{op}: input_shape must be a non-empty tuple of positive ints without the "
             f"batch dimension, e.g. (1, 28, 28) or (3, 32, 32); got {input_shape!r}")
     return tuple(int(d) for d in shape)
 
@@ -77,6 +78,12 @@ def _output_shapes(output, batch_size: int):
     if shape is None or len(shape) == 0:
         return tuple(shape or ())
     return (batch_size,) + tuple(int(d) for d in shape[1:])
+
+
+def _sample_shape(value) -> tuple | None:
+    """The shape of one sample of a batched array or Tensor (None for anything else)."""
+    shape = getattr(value, "shape", None)
+    return None if shape is None or len(shape) == 0 else tuple(int(d) for d in shape[1:])
 
 
 def _count_values(shapes) -> int:
@@ -92,6 +99,7 @@ class _Recorder:
     def __init__(self, model, batch_size: int):
         self.batch_size = batch_size
         self.rows = []
+        self.calls = []             # (leaf, sample input shape, sample output shape) per call
         self.running = []           # (row label, dotted name) of the leaves entered, not yet left
         self.failed = None          # (row label, dotted name) of the innermost layer that raised
         self.last_done = None       # row label of the last layer that finished
@@ -125,6 +133,7 @@ class _Recorder:
 
     def _leave(self, module, args, output):
         label, name = self.running.pop()
+        self.calls.append((module, _sample_shape(args[0]) if args else None, _sample_shape(output)))
         params = list(module.parameters())
         self.rows.append(SummaryRow(
             layer=label,
@@ -136,7 +145,7 @@ class _Recorder:
         self.last_done = label
 
 
-def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
+def _run_probe(model, input_shape: tuple, recorder: _Recorder, op: str = "summary") -> None:
     modes = [(module, module.training) for _, module in model.named_modules()]
     try:
         model.eval()
@@ -157,7 +166,7 @@ def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
             hint = (" Check that input_shape is (channels, height, width) without the batch "
                     "dimension and matches what the model expects.")
         raise ValueError(
-            f"summary: {type(model).__name__} failed on input shape {input_shape} "
+            f"{op}: {type(model).__name__} failed on input shape {input_shape} "
             f"(a batch of {_PROBE_BATCH} zeros) {where}: {type(error).__name__}: "
             f"{str(error).rstrip('.')}.{hint}") from error
     finally:
@@ -204,6 +213,37 @@ def summarize(model, input_shape, batch_size: int = -1) -> ModelSummary:
         params_size_mb=params_mb,
         total_size_mb=input_mb + forward_backward_mb + params_mb,
     )
+
+
+def count_flops(model, input_shape) -> dict:
+    """Floating-point operations per image of one forward pass and of one training step.
+
+    Each leaf layer counts its own multiply-adds per image (`Module.multiply_adds`): the
+    convolutions and linear layers do; element-wise layers (BatchNorm, activations, pooling)
+    count none, being memory-bound and a small share of the arithmetic. A multiply-add is 2
+    FLOPs. Forward: 2 * MACs per layer. A training step adds the weight gradient (2 * MACs)
+    and, for every counted layer but the first (whose input, the image, needs no gradient),
+    the input gradient (2 * MACs). The layers are seen, with forward hooks, in one eval-mode
+    pass on zeros of `input_shape` (without the batch dimension), so layers inside custom
+    modules count too; the model's modes are restored afterwards.
+
+    Returns {"forward": int, "train": int, "layers": [{"layer": class name, "output": the
+    layer's output shape per image, "macs": int, "input_grad": bool}, ...]}.
+    """
+    if not callable(getattr(model, "named_modules", None)):
+        raise TypeError(f"count_flops: expected a minivgg.nn.Module, got {type(model).__name__}")
+    input_shape = _check_input_shape(input_shape, "count_flops")
+    recorder = _Recorder(model, -1)
+    _run_probe(model, input_shape, recorder, "count_flops")
+    layers = []
+    for module, in_shape, out_shape in recorder.calls:
+        macs = module.multiply_adds(in_shape, out_shape)
+        if macs:
+            layers.append({"layer": type(module).__name__, "output": list(out_shape),
+                           "macs": int(macs), "input_grad": bool(layers)})
+    forward = sum(2 * layer["macs"] for layer in layers)
+    backward = sum(2 * layer["macs"] * (2 if layer["input_grad"] else 1) for layer in layers)
+    return {"forward": forward, "train": forward + backward, "layers": layers}
 
 
 def _shape_text(shape) -> str:

@@ -1,6 +1,8 @@
 """Convolution layers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
@@ -41,6 +43,10 @@ class Conv2d(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {shape}")
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def multiply_adds(self, input_shape, output_shape):
+        kh, kw = self.kernel_size
+        return math.prod(output_shape) * self.in_channels * kh * kw  # per output value
 
     def torch_twin(self, tnn):
         return tnn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,

@@ -40,6 +40,9 @@ class Linear(Module):
         flat = F.reshape(x, (-1, self.in_features))
         return F.reshape(F.linear(flat, self.weight, self.bias), shape[:-1] + (self.out_features,))
 
+    def multiply_adds(self, input_shape, output_shape):
+        return math.prod(output_shape) * self.in_features  # per output value
+
     def torch_twin(self, tnn):
         return tnn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
 

@@ -86,7 +86,8 @@ class Module:
 
     Calling a module runs its forward pre-hooks, `forward`, then its forward hooks (see
     `register_forward_hook`). A layer also says, next to its forward, what it is outside
-    minivgg: `torch_twin` (the same layer in torch.nn).
+    minivgg: `torch_twin` (the same layer in torch.nn) and `multiply_adds` (its arithmetic,
+    for FLOP counts).
     """
 
     stochastic = False
@@ -443,6 +444,13 @@ class Module:
         """The same layer built with torch.nn (`tnn`), its parameters left as torch
         initialises them: minivgg.interop.to_torch copies the weights in afterwards."""
         raise TypeError(f"to_torch: no torch.nn equivalent known for {type(self).__name__}")
+
+    def multiply_adds(self, input_shape: tuple, output_shape: tuple) -> int:
+        """Multiply-adds of one forward call per sample, given that sample's input and output
+        shapes (batch dimension left out); what minivgg.summary.count_flops adds up. Layers
+        that only touch each value a few times (activations, normalisation, pooling) count
+        none, as here; convolutions and linear layers count theirs."""
+        return 0
 
     def __repr__(self):
         extra = self.extra_repr()
