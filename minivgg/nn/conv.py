@@ -48,6 +48,20 @@ class Conv2d(Module):
         kh, kw = self.kernel_size
         return math.prod(output_shape) * self.in_channels * kh * kw  # per output value
 
+    def to_onnx(self, graph, x, shape, folded=None):
+        """folded: (weight, bias) to use instead of this layer's own (minivgg.export folds a
+        BatchNorm that follows into them)."""
+        if folded is None:
+            folded = (self.weight.data.astype(np.float32),
+                      None if self.bias is None else self.bias.data.astype(np.float32))
+        weight, bias = folded
+        inputs = [x, graph.const("conv_weight", weight)]
+        if bias is not None:
+            inputs.append(graph.const("conv_bias", bias))
+        top, bottom, left, right = conv_padding(self.padding, self.kernel_size, self.stride)
+        return graph.node("Conv", inputs, "conv", kernel_shape=list(self.kernel_size),
+                          strides=list(self.stride), pads=[top, left, bottom, right])
+
     def torch_twin(self, tnn):
         return tnn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
                           stride=self.stride, padding=self.padding, bias=self.bias is not None)

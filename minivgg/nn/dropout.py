@@ -16,6 +16,9 @@ class _DropoutNd(Module):
         self.p = probability(p, "p", type(self).__name__)
         self.rng = _as_generator(rng)
 
+    def to_onnx(self, graph, x, shape):
+        return x  # the identity in eval mode
+
     def extra_repr(self):
         return f"p={self.p}"
 

@@ -43,6 +43,23 @@ class Linear(Module):
     def multiply_adds(self, input_shape, output_shape):
         return math.prod(output_shape) * self.in_features  # per output value
 
+    def to_onnx(self, graph, x, shape, folded=None):
+        """folded: (weight, bias) to use instead of this layer's own (minivgg.export folds a
+        BatchNorm that follows into them)."""
+        if folded is None:
+            folded = (self.weight.data.astype(np.float32),
+                      None if self.bias is None else self.bias.data.astype(np.float32))
+        weight, bias = folded
+        if len(shape) == 2:
+            inputs = [x, graph.const("fc_weight", weight)]
+            if bias is not None:
+                inputs.append(graph.const("fc_bias", bias))
+            return graph.node("Gemm", inputs, "fc", transB=1)
+        y = graph.node("MatMul", [x, graph.const("fc_weight_t", np.ascontiguousarray(weight.T))],
+                       "fc")
+        return y if bias is None else graph.node("Add", [y, graph.const("fc_bias", bias)],
+                                                 "fc_bias_add")
+
     def torch_twin(self, tnn):
         return tnn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
 
@@ -59,6 +76,11 @@ class Flatten(Module):
     def forward(self, x):
         return F.flatten(x, self.start_dim)
 
+    def to_onnx(self, graph, x, shape):
+        # Reshape's 0 keeps that dimension (the free batch one among them)
+        target = np.array([0] * self.start_dim + [-1], dtype=np.int64)
+        return graph.node("Reshape", [x, graph.const("flatten_shape", target)], "flatten")
+
     def torch_twin(self, tnn):
         return tnn.Flatten(self.start_dim)
 
@@ -68,6 +90,9 @@ class Flatten(Module):
 
 class Identity(Module):
     def forward(self, x):
+        return x
+
+    def to_onnx(self, graph, x, shape):
         return x
 
     def torch_twin(self, tnn):
@@ -87,6 +112,10 @@ class Scale(Module):
     def forward(self, x):
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
         return F.mul(x, data.dtype.type(self.factor))
+
+    def to_onnx(self, graph, x, shape):
+        return graph.node("Mul", [x, graph.const("scale", np.array(self.factor, np.float32))],
+                          "scale")
 
     def torch_twin(self, tnn):
         class Scale(tnn.Module):  # torch.nn has no constant factor layer

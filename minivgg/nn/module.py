@@ -86,8 +86,8 @@ class Module:
 
     Calling a module runs its forward pre-hooks, `forward`, then its forward hooks (see
     `register_forward_hook`). A layer also says, next to its forward, what it is outside
-    minivgg: `torch_twin` (the same layer in torch.nn) and `multiply_adds` (its arithmetic,
-    for FLOP counts).
+    minivgg: `torch_twin` (the same layer in torch.nn), `multiply_adds` (its arithmetic,
+    for FLOP counts) and `to_onnx` (its eval-mode computation as ONNX nodes).
     """
 
     stochastic = False
@@ -451,6 +451,16 @@ class Module:
         that only touch each value a few times (activations, normalisation, pooling) count
         none, as here; convolutions and linear layers count theirs."""
         return 0
+
+    def to_onnx(self, graph, x: str, shape: tuple) -> str:
+        """Add this layer's eval-mode computation on tensor `x` (of batch-1 shape `shape`) to
+        an ONNX graph being built by minivgg.export; return the name of its output tensor.
+
+        `graph.node(op_type, inputs, hint, **attributes)` adds a node and returns its output's
+        name; `graph.const(hint, array)` adds a constant and returns its name. A layer that is
+        the identity in eval mode (Dropout) returns `x`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no to_onnx")
 
     def __repr__(self):
         extra = self.extra_repr()

@@ -70,6 +70,43 @@ class _BatchNorm(Module):
                             training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
                             relu_after=relu_after)
 
+    def eval_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """This layer in eval mode as y = x * scale + shift per channel, in float64 (from
+        the running statistics, which it must have)."""
+        scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.data.astype(np.float64)
+        shift = -self.running_mean.astype(np.float64) * scale
+        if self.bias is not None:
+            shift = shift + self.bias.data.astype(np.float64)
+        return scale, shift
+
+    def to_onnx(self, graph, x, shape):
+        g = graph
+        per_channel = (self.num_features,) + (1,) * (len(shape) - 2)  # broadcasts over (N, C, ...)
+        if self.running_mean is not None:
+            scale, shift = self.eval_scale_shift()
+            y = g.node("Mul", [x, g.const("bn_scale", scale.astype(np.float32).reshape(per_channel))],
+                       "bn_scale_mul")
+            return g.node("Add", [y, g.const("bn_shift", shift.astype(np.float32).reshape(per_channel))],
+                          "bn_shift_add")
+        # no running statistics: eval mode normalises with the batch's own, as forward does
+        axes = [0] + list(range(2, len(shape)))
+        mean = g.node("ReduceMean", [x], "bn_mean", axes=axes, keepdims=1)
+        centred = g.node("Sub", [x, mean], "bn_centred")
+        var = g.node("ReduceMean", [g.node("Mul", [centred, centred], "bn_sq")], "bn_var",
+                     axes=axes, keepdims=1)
+        std = g.node("Sqrt", [g.node("Add", [var, g.const("bn_eps", np.array(self.eps, np.float32))],
+                                     "bn_var_eps")], "bn_std")
+        y = g.node("Div", [centred, std], "bn_normalised")
+        if self.weight is not None:
+            y = g.node("Mul", [y, g.const("bn_weight", self.weight.data.astype(np.float32).reshape(
+                per_channel))], "bn_weight_mul")
+        if self.bias is not None:
+            y = g.node("Add", [y, g.const("bn_bias", self.bias.data.astype(np.float32).reshape(
+                per_channel))], "bn_bias_add")
+        return y
+
     def torch_twin(self, tnn):
         return getattr(tnn, self.torch_name)(
             self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
@@ -133,6 +170,15 @@ class LayerNorm(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, ..., "
                              f"{', '.join(map(str, self.normalized_shape))}), got {shape}")
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
+
+    def to_onnx(self, graph, x, shape):
+        weight = (np.ones(self.normalized_shape, np.float32) if self.weight is None
+                  else self.weight.data.astype(np.float32))
+        inputs = [x, graph.const("ln_weight", weight)]
+        if self.bias is not None:
+            inputs.append(graph.const("ln_bias", self.bias.data.astype(np.float32)))
+        return graph.node("LayerNormalization", inputs, "layer_norm",
+                          axis=-len(self.normalized_shape), epsilon=float(self.eps))
 
     def torch_twin(self, tnn):
         return tnn.LayerNorm(self.normalized_shape, eps=self.eps,
