@@ -7,8 +7,8 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
-from .module import Module, Parameter, _as_generator, _label, _shape
 from ..functional.checks import positive_int
+from .module import Module, Parameter, _as_generator, _label, _shape
 from .params import _default_reset_
 
 
