@@ -7,50 +7,18 @@ import pytest
 
 import minivgg.functional as F
 from every_layer import INPUT_SHAPE, every_layer_model, layer_classes
+from parity import assert_module_matches_torch, torch_state
 from minivgg import Tensor, init, nn
 from minivgg.autograd import no_grad
 from minivgg.interop import to_torch
-
-
-def _arrays(torch_module) -> dict:
-    return {k: v.detach().numpy() for k, v in torch_module.state_dict().items()}
 
 
 def _randn(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def assert_parity(torch, ours, theirs, x, atol=1e-5, rtol=1e-4, steps=1):
-    """Load torch's weights into ours; compare outputs, input gradient, every parameter
-    gradient and every buffer, over `steps` forward/backward passes."""
-    ours.load_state_dict(_arrays(theirs))
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    rng = np.random.default_rng(1)
-    for step in range(steps):
-        xs = x if step == 0 else x + _randn(rng, *x.shape)
-        x_ours = Tensor(xs.copy(), requires_grad=True)
-        x_theirs = torch.tensor(xs, requires_grad=True)
-        y_ours, y_theirs = ours(x_ours), theirs(x_theirs)
-        assert y_ours.dtype == np.float32
-        np.testing.assert_allclose(y_ours.data, y_theirs.detach().numpy(), atol=atol, rtol=rtol,
-                                   err_msg="forward")
-        g = _randn(rng, *y_ours.shape)
-        ours.zero_grad()
-        theirs.zero_grad()
-        y_ours.backward(g)
-        y_theirs.backward(torch.from_numpy(g))
-        assert x_ours.grad.dtype == np.float32
-        np.testing.assert_allclose(x_ours.grad, x_theirs.grad.numpy(), atol=atol, rtol=rtol,
-                                   err_msg="input gradient")
-        their_params = dict(theirs.named_parameters())
-        assert [name for name, _ in ours.named_parameters()] == list(their_params)
-        for name, p in ours.named_parameters():
-            assert p.grad is not None and p.grad.dtype == np.float32, name
-            np.testing.assert_allclose(p.grad, their_params[name].grad.numpy(), atol=atol,
-                                       rtol=rtol, err_msg=f"gradient of {name}")
-        for key, value in _arrays(theirs).items():
-            np.testing.assert_allclose(ours.state_dict()[key], value, atol=atol, rtol=rtol,
-                                       err_msg=f"state {key} after step {step}")
+# every layer against torch.nn's with the same weights: outputs, gradients, buffers
+TOLERANCE = dict(atol=1e-5, rtol=1e-4)
 
 
 # ---- parity for every layer ------------------------------------------------------------------
@@ -68,15 +36,16 @@ def test_conv2d_parity(torch, kwargs):
     ours = nn.Conv2d(**kwargs, rng=0)
     theirs = torch.nn.Conv2d(**kwargs)
     x = _randn(np.random.default_rng(0), 2, kwargs["in_channels"], 7, 6)
-    assert_parity(torch, ours, theirs, x)
+    assert_module_matches_torch(torch, ours, theirs, x, **TOLERANCE)
     assert ours.weight.data.shape == tuple(theirs.weight.shape)  # OIHW
 
 
 @pytest.mark.parametrize("shape", [(4, 5), (2, 3, 5)])
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_parity(torch, shape, bias):
-    assert_parity(torch, nn.Linear(5, 3, bias=bias, rng=0), torch.nn.Linear(5, 3, bias=bias),
-                  _randn(np.random.default_rng(0), *shape))
+    assert_module_matches_torch(torch, nn.Linear(5, 3, bias=bias, rng=0),
+                                torch.nn.Linear(5, 3, bias=bias),
+                                _randn(np.random.default_rng(0), *shape), **TOLERANCE)
 
 
 @pytest.mark.parametrize("make", [
@@ -100,7 +69,7 @@ def test_linear_parity(torch, shape, bias):
 ], ids=lambda make: "")
 def test_parameter_free_layer_parity(torch, make):
     x = _randn(np.random.default_rng(0), 2, 3, 7, 6)
-    assert_parity(torch, make(nn), make(torch.nn), x)
+    assert_module_matches_torch(torch, make(nn), make(torch.nn), x, **TOLERANCE)
 
 
 @pytest.mark.parametrize("kind, shape", [("BatchNorm1d", (6, 3)), ("BatchNorm1d", (4, 3, 5)),
@@ -116,7 +85,7 @@ def test_batchnorm_train_then_eval_matches_torch(torch, kind, shape, options):
         if theirs.bias is not None:
             theirs.bias.uniform_(-0.5, 0.5)
     x = 2 + 3 * _randn(np.random.default_rng(0), *shape)
-    assert_parity(torch, ours, theirs, x, steps=4)
+    assert_module_matches_torch(torch, ours, theirs, x, steps=4, **TOLERANCE)
     if ours.track_running_stats:
         assert ours.num_batches_tracked.dtype == np.int64
         assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 4
@@ -124,7 +93,7 @@ def test_batchnorm_train_then_eval_matches_torch(torch, kind, shape, options):
     else:
         assert ours.running_mean is None and list(ours.state_dict()) == list(theirs.state_dict())
     ours.eval(), theirs.eval()
-    assert_parity(torch, ours, theirs, x - 1, steps=2)
+    assert_module_matches_torch(torch, ours, theirs, x - 1, steps=2, **TOLERANCE)
     if ours.track_running_stats:
         assert int(ours.num_batches_tracked) == 4  # eval does not count batches
 
@@ -147,17 +116,20 @@ def test_layernorm_parity(torch):
         with torch.no_grad():
             theirs.weight.uniform_(0.5, 1.5)
             theirs.bias.uniform_(-0.5, 0.5)
-        assert_parity(torch, ours, theirs, _randn(rng, *shape))
+        assert_module_matches_torch(torch, ours, theirs, _randn(rng, *shape), **TOLERANCE)
     for options in (dict(elementwise_affine=False), dict(bias=False)):
-        assert_parity(torch, nn.LayerNorm(5, **options), torch.nn.LayerNorm(5, **options),
-                      _randn(rng, 3, 5))
+        assert_module_matches_torch(torch, nn.LayerNorm(5, **options),
+                                    torch.nn.LayerNorm(5, **options), _randn(rng, 3, 5),
+                                    **TOLERANCE)
 
 
 def test_dropout_in_eval_mode_and_p0_is_identity_like_torch(torch):
     x = _randn(np.random.default_rng(0), 2, 3, 4, 4)
     for kind in ("Dropout", "Dropout2d"):
-        assert_parity(torch, getattr(nn, kind)(0.5, rng=0).eval(), getattr(torch.nn, kind)(0.5).eval(), x)
-        assert_parity(torch, getattr(nn, kind)(0.0, rng=0), getattr(torch.nn, kind)(0.0), x)
+        assert_module_matches_torch(torch, getattr(nn, kind)(0.5, rng=0).eval(),
+                                    getattr(torch.nn, kind)(0.5).eval(), x, **TOLERANCE)
+        assert_module_matches_torch(torch, getattr(nn, kind)(0.0, rng=0),
+                                    getattr(torch.nn, kind)(0.0), x, **TOLERANCE)
 
 
 def _everything(m, rng=None):
@@ -186,7 +158,7 @@ def test_sequential_of_every_layer_kind_matches_torch(torch):
     assert ours_state["1.num_batches_tracked"].shape == ()
     assert ours.num_parameters() == sum(p.numel() for p in theirs.parameters())
     x = _randn(np.random.default_rng(0), 4, 3, 12, 12)
-    assert_parity(torch, ours.eval(), theirs.eval(), x, steps=2)
+    assert_module_matches_torch(torch, ours.eval(), theirs.eval(), x, steps=2, **TOLERANCE)
 
 
 def test_sequential_train_parity_with_dropout_disabled(torch):
@@ -195,7 +167,7 @@ def test_sequential_train_parity_with_dropout_disabled(torch):
     for model in (ours, theirs):
         model[7].p = model[16].p = 0.0
     x = _randn(np.random.default_rng(3), 4, 3, 12, 12)
-    assert_parity(torch, ours.train(), theirs.train(), x, steps=3)
+    assert_module_matches_torch(torch, ours.train(), theirs.train(), x, steps=3, **TOLERANCE)
     assert int(ours[1].num_batches_tracked) == 3
 
 
@@ -364,7 +336,8 @@ def test_attribute_assignment_registers_like_torch(torch):
     assert list(net.children()) == [net.conv, net.bn, net.head]
     assert len(list(net.modules())) == 6 and len(list(net.parameters())) == 7
     assert net.note == "plain attribute" and "note" not in net.state_dict()
-    assert_parity(torch, net, theirs, _randn(np.random.default_rng(0), 2, 1, 4, 4))
+    assert_module_matches_torch(torch, net, theirs, _randn(np.random.default_rng(0), 2, 1, 4, 4),
+                                **TOLERANCE)
 
 
 def test_registry_rules():
@@ -845,7 +818,7 @@ def test_scale_matches_a_torch_multiply_and_refuses_bad_factors(torch):
             return x * (1 / 9)
 
     x = _randn(np.random.default_rng(0), 3, 10)
-    assert_parity(torch, nn.Scale(1 / 9), TorchScale(), x)
+    assert_module_matches_torch(torch, nn.Scale(1 / 9), TorchScale(), x, **TOLERANCE)
     assert repr(nn.Scale(0.5)) == "Scale(factor=0.5)"
     for bad in (float("nan"), "2", True):
         with pytest.raises(ValueError, match="Scale: factor must be a finite number"):
@@ -861,7 +834,7 @@ def test_batchnorm_with_a_frozen_scale_matches_torch(torch):
     theirs.weight.requires_grad_(False)
     with torch.no_grad():
         theirs.bias.uniform_(-0.5, 0.5)
-    ours.load_state_dict(_arrays(theirs))
+    ours.load_state_dict(torch_state(theirs))
     rng = np.random.default_rng(3)
     for step in range(4):
         x = 1 + 2 * _randn(rng, 8, 4, 5, 5)
