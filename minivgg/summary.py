@@ -1,4 +1,5 @@
-"""Model summary: a torchsummary-style table of leaf layers, output shapes and parameters.
+"""Model summary: a torchsummary-style table of leaf layers, output shapes and parameters;
+and the model's FLOPs (`count_flops`), from what each layer says its arithmetic is.
 
     >>> print(summary(model, (1, 28, 28)))
     ----------------------------------------------------------------
@@ -7,8 +8,8 @@
                 Conv2d-1           [-1, 10, 26, 26]             100
     ...
 
-Output shapes come from one real forward pass on a batch of zeros, recorded by wrapping
-each leaf module's `forward` for the duration of that pass.
+Output shapes come from one real forward pass on a batch of zeros, recorded by forward hooks
+on each leaf module, removed after that pass.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _is_leaf(module) -> bool:
     return next(iter(module.children()), None) is None
 
 
-def _check_input_shape(input_shape) -> tuple:
+def _check_input_shape(input_shape, op: str = "summary") -> tuple:
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
     try:
@@ -64,7 +65,7 @@ def _check_input_shape(input_shape) -> tuple:
     if not shape or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
                             and d > 0 for d in shape):
         raise ValueError(
-            f"summary: input_shape must be a non-empty tuple of positive ints without the "
+            f"{op}: input_shape must be a non-empty tuple of positive ints without the "
             f"batch dimension, e.g. (1, 28, 28) or (3, 32, 32); got {input_shape!r}")
     return tuple(int(d) for d in shape)
 
@@ -79,6 +80,12 @@ def _output_shapes(output, batch_size: int):
     return (batch_size,) + tuple(int(d) for d in shape[1:])
 
 
+def _sample_shape(value) -> tuple | None:
+    """The shape of one sample of a batched array or Tensor (None for anything else)."""
+    shape = getattr(value, "shape", None)
+    return None if shape is None or len(shape) == 0 else tuple(int(d) for d in shape[1:])
+
+
 def _count_values(shapes) -> int:
     """Number of values in one sample's output(s) (the batch dimension left out)."""
     if isinstance(shapes, list):
@@ -87,14 +94,16 @@ def _count_values(shapes) -> int:
 
 
 class _Recorder:
-    """Wraps each leaf's forward so that calling it records a row (or the failing layer)."""
+    """Forward hooks on each leaf that record a row per call (or the layer that failed)."""
 
     def __init__(self, model, batch_size: int):
         self.batch_size = batch_size
         self.rows = []
+        self.calls = []             # (leaf, sample input shape, sample output shape) per call
+        self.running = []           # (row label, dotted name) of the leaves entered, not yet left
         self.failed = None          # (row label, dotted name) of the innermost layer that raised
         self.last_done = None       # row label of the last layer that finished
-        self.wrapped = []           # (module, had an instance attribute `forward`, its value)
+        self.handles = []
         self.leaves = []
         seen = set()
         for name, module in model.named_modules():
@@ -104,42 +113,39 @@ class _Recorder:
 
     def install(self) -> None:
         for name, module in self.leaves:
-            own = vars(module)
-            self.wrapped.append((module, "forward" in own, own.get("forward")))
-            # An instance attribute shadows the class's forward; Module.__call__ finds it.
-            object.__setattr__(module, "forward", self._wrap(name, module, module.forward))
+            self.handles.append(module.register_forward_pre_hook(self._enter(name)))
+            self.handles.append(module.register_forward_hook(self._leave))
 
     def uninstall(self) -> None:
-        for module, had_own, previous in reversed(self.wrapped):
-            if had_own:
-                object.__setattr__(module, "forward", previous)
-            else:
-                object.__delattr__(module, "forward")
-        self.wrapped = []
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
-    def _wrap(self, name, module, forward):
-        def recorded_forward(*args, **kwargs):
-            label = f"{type(module).__name__}-{len(self.rows) + 1}"
-            try:
-                output = forward(*args, **kwargs)
-            except Exception:
-                if self.failed is None:
-                    self.failed = (label, name)
-                raise
-            params = list(module.parameters())
-            self.rows.append(SummaryRow(
-                layer=label,
-                name=name,
-                output_shape=_output_shapes(output, self.batch_size),
-                num_params=sum(int(p.data.size) for p in params),
-                trainable_params=sum(int(p.data.size) for p in params if p.requires_grad),
-            ))
-            self.last_done = label
-            return output
-        return recorded_forward
+    def note_failure(self) -> None:
+        """After an exception: the innermost leaf that was entered and not left raised it."""
+        if self.running:
+            self.failed = self.running[-1]
+
+    def _enter(self, name):
+        def enter(module, args):
+            self.running.append((f"{type(module).__name__}-{len(self.rows) + 1}", name))
+        return enter
+
+    def _leave(self, module, args, output):
+        label, name = self.running.pop()
+        self.calls.append((module, _sample_shape(args[0]) if args else None, _sample_shape(output)))
+        params = list(module.parameters())
+        self.rows.append(SummaryRow(
+            layer=label,
+            name=name,
+            output_shape=_output_shapes(output, self.batch_size),
+            num_params=sum(int(p.data.size) for p in params),
+            trainable_params=sum(int(p.data.size) for p in params if p.requires_grad),
+        ))
+        self.last_done = label
 
 
-def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
+def _run_probe(model, input_shape: tuple, recorder: _Recorder, op: str = "summary") -> None:
     modes = [(module, module.training) for _, module in model.named_modules()]
     try:
         model.eval()
@@ -147,6 +153,7 @@ def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
         with no_grad():
             model(Tensor(np.zeros((_PROBE_BATCH,) + input_shape, dtype=np.float32)))
     except Exception as error:
+        recorder.note_failure()
         if recorder.failed is not None:
             label, name = recorder.failed
             where = f"at layer {label}" + (f" ('{name}')" if name else "")
@@ -159,7 +166,7 @@ def _run_probe(model, input_shape: tuple, recorder: _Recorder) -> None:
             hint = (" Check that input_shape is (channels, height, width) without the batch "
                     "dimension and matches what the model expects.")
         raise ValueError(
-            f"summary: {type(model).__name__} failed on input shape {input_shape} "
+            f"{op}: {type(model).__name__} failed on input shape {input_shape} "
             f"(a batch of {_PROBE_BATCH} zeros) {where}: {type(error).__name__}: "
             f"{str(error).rstrip('.')}.{hint}") from error
     finally:
@@ -206,6 +213,37 @@ def summarize(model, input_shape, batch_size: int = -1) -> ModelSummary:
         params_size_mb=params_mb,
         total_size_mb=input_mb + forward_backward_mb + params_mb,
     )
+
+
+def count_flops(model, input_shape) -> dict:
+    """Floating-point operations per image of one forward pass and of one training step.
+
+    Each leaf layer counts its own multiply-adds per image (`Module.multiply_adds`): the
+    convolutions and linear layers do; element-wise layers (BatchNorm, activations, pooling)
+    count none, being memory-bound and a small share of the arithmetic. A multiply-add is 2
+    FLOPs. Forward: 2 * MACs per layer. A training step adds the weight gradient (2 * MACs)
+    and, for every counted layer but the first (whose input, the image, needs no gradient),
+    the input gradient (2 * MACs). The layers are seen, with forward hooks, in one eval-mode
+    pass on zeros of `input_shape` (without the batch dimension), so layers inside custom
+    modules count too; the model's modes are restored afterwards.
+
+    Returns {"forward": int, "train": int, "layers": [{"layer": class name, "output": the
+    layer's output shape per image, "macs": int, "input_grad": bool}, ...]}.
+    """
+    if not callable(getattr(model, "named_modules", None)):
+        raise TypeError(f"count_flops: expected a minivgg.nn.Module, got {type(model).__name__}")
+    input_shape = _check_input_shape(input_shape, "count_flops")
+    recorder = _Recorder(model, -1)
+    _run_probe(model, input_shape, recorder, "count_flops")
+    layers = []
+    for module, in_shape, out_shape in recorder.calls:
+        macs = module.multiply_adds(in_shape, out_shape)
+        if macs:
+            layers.append({"layer": type(module).__name__, "output": list(out_shape),
+                           "macs": int(macs), "input_grad": bool(layers)})
+    forward = sum(2 * layer["macs"] for layer in layers)
+    backward = sum(2 * layer["macs"] * (2 if layer["input_grad"] else 1) for layer in layers)
+    return {"forward": forward, "train": forward + backward, "layers": layers}
 
 
 def _shape_text(shape) -> str:

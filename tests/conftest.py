@@ -1,4 +1,5 @@
-"""Shared test helpers: a float64 central-difference gradient check and torch access."""
+"""Shared test helpers: a float64 central-difference gradient check and torch access (the
+torch-parity comparisons are in parity.py)."""
 import os
 
 import numpy as np

@@ -8,6 +8,7 @@ import minivgg
 import minivgg.functional as F
 from minivgg.functional.activation import _erfc
 from conftest import gradcheck
+from parity import assert_op_matches_torch, run_ours
 
 SHAPES = [(7,), (3, 4), (2, 3, 2, 2)]
 
@@ -39,28 +40,17 @@ def test_activation_gradcheck(name, shape):
     gradcheck(ACTIVATIONS[name][0], _away_from_kinks(shape))
 
 
-def _forward_backward(fn, x, grad):
-    t = minivgg.Tensor(x, requires_grad=True)
-    out = fn(t)
-    out.backward(grad)
-    return out.data, t.grad
-
-
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_matches_torch(torch, name):
     ours_fn, theirs_fn = ACTIVATIONS[name][0], ACTIVATIONS[name][1](torch)
     x = np.concatenate([_away_from_kinks((2, 3, 8, 8), 1, scale=3.0).ravel(),
                         np.linspace(-12, 12, 481), [0.0, -0.0]]).astype(np.float32)
     grad = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
-    ours = _forward_backward(ours_fn, x, grad)
-    reference = _forward_backward(ours_fn, x.astype(np.float64), grad.astype(np.float64))
-    xt = torch.tensor(x, requires_grad=True)
-    theirs_out = theirs_fn(xt)
-    theirs_out.backward(torch.tensor(grad))
-    theirs = (theirs_out.detach().numpy(), xt.grad.numpy())
-    for what, a, t, r in zip(["output", "gradient"], ours, theirs, reference):
-        assert a.dtype == np.float32, what
-        np.testing.assert_allclose(a, t, rtol=1e-5, atol=3e-6, err_msg=what)
+    (out, grads), (t_out, t_grads) = assert_op_matches_torch(
+        torch, ours_fn, theirs_fn, [x], grad, rtol=1e-5, atol=3e-6, names=["gradient"])
+    r_out, r_grads, _ = run_ours(ours_fn, [x.astype(np.float64)], grad.astype(np.float64))
+    for what, a, t, r in zip(["output", "gradient"], [out, grads[0]], [t_out, t_grads[0]],
+                             [r_out, r_grads[0]]):
         # and no less accurate than torch's float32 (against float64, itself checked below)
         assert np.abs(a - r).max() <= 2 * np.abs(t - r).max() + 1e-7, what
 

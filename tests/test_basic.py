@@ -5,6 +5,7 @@ import pytest
 import minivgg
 import minivgg.functional as F
 from conftest import gradcheck
+from parity import assert_op_matches_torch
 
 BROADCAST_PAIRS = [
     ((3, 4), (3, 4)),
@@ -41,18 +42,12 @@ def test_arithmetic_gradcheck_with_broadcasting(op, shape_a, shape_b):
 def test_arithmetic_matches_torch(torch, op, shape_a, shape_b):
     ours_fn, torch_fn = ARITHMETIC[op]
     a, b = _arrays(shape_a, shape_b, 1, np.float32)
-    ta, tb = minivgg.Tensor(a, requires_grad=True), minivgg.Tensor(b, requires_grad=True)
-    out = ours_fn(ta, tb)
-    grad = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
-    out.backward(grad)
-    xa, xb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
-    expected = torch_fn(xa, xb)
-    expected.backward(torch.tensor(grad))
-    assert out.dtype == np.float32 and out.shape == tuple(expected.shape)
-    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-7)
-    for ours, theirs, shape in [(ta.grad, xa.grad, shape_a), (tb.grad, xb.grad, shape_b)]:
+    (_, grads), _ = assert_op_matches_torch(
+        torch, ours_fn, torch_fn, [a, b],
+        lambda shape: np.random.default_rng(2).standard_normal(shape).astype(np.float32),
+        rtol=1e-6, atol=1e-7, grad_rtol=1e-5, grad_atol=1e-6)
+    for ours, shape in [(grads[0], shape_a), (grads[1], shape_b)]:
         assert ours.shape == shape and ours.dtype == np.float32  # unbroadcast to the input shape
-        np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_operators_with_scalars_and_arrays():
@@ -69,16 +64,9 @@ def test_matmul_gradcheck_and_torch(torch, shapes):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
     gradcheck(F.matmul, a, b)
-    ta = minivgg.Tensor(a.astype(np.float32), requires_grad=True)
-    tb = minivgg.Tensor(b.astype(np.float32), requires_grad=True)
-    out = ta @ tb
-    out.backward(np.ones(out.shape, np.float32))
-    xa = torch.tensor(a.astype(np.float32), requires_grad=True)
-    xb = torch.tensor(b.astype(np.float32), requires_grad=True)
-    (xa @ xb).sum().backward()
-    np.testing.assert_allclose(out.data, (xa @ xb).detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ta.grad, xa.grad.numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(tb.grad, xb.grad.numpy(), rtol=1e-6, atol=1e-6)
+    assert_op_matches_torch(torch, lambda a, b: a @ b, lambda a, b: a @ b,
+                            [a.astype(np.float32), b.astype(np.float32)],
+                            lambda shape: np.ones(shape, np.float32), rtol=1e-6, atol=1e-6)
 
 
 def test_reshape_and_flatten():
@@ -107,18 +95,12 @@ REDUCTION_CASES = [(None, False), (0, False), (1, True), (-1, False),
 def test_reductions_gradcheck_and_torch(torch, name, axis, keepdims):
     x = np.random.default_rng(0).standard_normal((2, 3, 4))
     gradcheck(lambda t: getattr(F, name)(t, axis=axis, keepdims=keepdims), x)
-    t = minivgg.Tensor(x.astype(np.float32), requires_grad=True)
-    out = getattr(t, name)(axis=axis, keepdims=keepdims)
-    grad = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
-    out.backward(grad)
-    xt = torch.tensor(x.astype(np.float32), requires_grad=True)
     dims = tuple(range(3)) if axis is None else axis
-    expected = getattr(torch, name)(xt, dim=dims, keepdim=keepdims)
-    expected.backward(torch.tensor(grad))
-    assert out.dtype == np.float32 and t.grad.dtype == np.float32
-    assert out.shape == tuple(expected.shape)
-    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(t.grad, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    assert_op_matches_torch(
+        torch, lambda t: getattr(t, name)(axis=axis, keepdims=keepdims),
+        lambda t: getattr(torch, name)(t, dim=dims, keepdim=keepdims), [x.astype(np.float32)],
+        lambda shape: np.random.default_rng(1).standard_normal(shape).astype(np.float32),
+        rtol=1e-6, atol=1e-6, grad_rtol=1e-6, grad_atol=1e-7)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -129,18 +111,10 @@ def test_linear_gradcheck_and_torch(torch, bias):
         gradcheck(F.linear, x, w, b)
     else:
         gradcheck(F.linear, x, w)
-    params = [minivgg.Tensor(a.astype(np.float32), requires_grad=True)
-              for a in ([x, w, b] if bias else [x, w])]
-    out = F.linear(*params)
     grad = rng.standard_normal((4, 5)).astype(np.float32)
-    out.backward(grad)
-    tparams = [torch.tensor(p.data, requires_grad=True) for p in params]
-    expected = torch.nn.functional.linear(*tparams)
-    expected.backward(torch.tensor(grad))
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out.data, expected.detach().numpy(), rtol=1e-6, atol=1e-6)
-    for p, tp in zip(params, tparams):
-        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert_op_matches_torch(torch, F.linear, torch.nn.functional.linear,
+                            [a.astype(np.float32) for a in ([x, w, b] if bias else [x, w])],
+                            grad, rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-6)
 
 
 def test_linear_gradient_only_for_parameters():

@@ -8,6 +8,7 @@ import minivgg
 import minivgg.functional as F
 from minivgg.functional import conv as conv_module
 from conftest import gradcheck
+from parity import assert_op_matches_torch
 
 
 @pytest.fixture(params=["im2col", "rows", "direct"])
@@ -58,31 +59,14 @@ def test_conv2d_gradcheck_non_square_kernel_and_stride(kernel, stride, padding, 
     gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=padding), x, w, b)
 
 
-def _torch_conv(torch, x, w, b, grad, needs, **options):
-    xt = torch.tensor(x, requires_grad=needs[0])
-    wt = torch.tensor(w, requires_grad=needs[1])
-    bt = None if b is None else torch.tensor(b, requires_grad=needs[2])
-    out = torch.nn.functional.conv2d(xt, wt, bt, **options)
-    out.backward(torch.tensor(grad))
-    grads = [t.grad.numpy() if t is not None and t.grad is not None else None
-             for t in (xt, wt, bt)]
-    return out.detach().numpy(), grads
-
-
-def _ours_conv(x, w, b, grad, needs, **options):
-    xm = minivgg.Tensor(x, requires_grad=needs[0])
-    wm = minivgg.Tensor(w, requires_grad=needs[1])
-    bm = None if b is None else minivgg.Tensor(b, requires_grad=needs[2])
-    out = F.conv2d(xm, wm, bm, **options)
-    out.backward(grad)
-    return out.data, [None if t is None else t.grad for t in (xm, wm, bm)]
-
-
-def assert_close32(ours, theirs, what):
-    assert ours.dtype == np.float32, f"{what}: dtype {ours.dtype}, expected float32"
-    assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != {theirs.shape}"
-    scale = max(float(np.abs(theirs).max()), 1.0)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * scale, err_msg=what)
+def _assert_conv_matches_torch(torch, x, w, b, grad, needs, **options):
+    """Output and the needed gradients (dx, dweight, dbias) float32 and within 1e-5 of torch's,
+    absolute tolerance relative to the largest value (at least 1)."""
+    return assert_op_matches_torch(
+        torch, lambda x, w, b: F.conv2d(x, w, b, **options),
+        lambda x, w, b: torch.nn.functional.conv2d(x, w, b, **options), [x, w, b], grad,
+        rtol=1e-5, atol=1e-5, scale_floor=1.0, requires_grad=needs,
+        names=["dx", "dweight", "dbias"])
 
 
 PARITY_CASES = [
@@ -109,11 +93,9 @@ def test_conv2d_matches_torch_float32(torch, x_shape, w_shape, stride, padding, 
     options = {"stride": stride, "padding": padding}
     out_shape = F.conv2d(x, w, b, **options).shape
     grad = rng.standard_normal(out_shape, dtype=np.float32)
-    out, grads = _ours_conv(x, w, b, grad, (True, True, True), **options)
-    t_out, t_grads = _torch_conv(torch, x, w, b, grad, (True, True, True), **options)
-    assert_close32(out, t_out, "output")
-    for name, ours, theirs in zip(("dx", "dweight", "dbias"), grads, t_grads):
-        assert_close32(ours, theirs, name)
+    (_, grads), _ = _assert_conv_matches_torch(torch, x, w, b, grad, (True, True, True),
+                                               **options)
+    assert all(g is not None for g in grads)
 
 
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False), (True, True, False)])
@@ -123,13 +105,9 @@ def test_conv2d_partial_gradients_match_torch(torch, needs, path):
     w = rng.standard_normal((5, 4, 3, 3), dtype=np.float32)
     b = rng.standard_normal(5, dtype=np.float32)
     grad = rng.standard_normal((3, 5, 9, 8), dtype=np.float32)
-    out, grads = _ours_conv(x, w, b, grad, needs, padding=1)
-    t_out, t_grads = _torch_conv(torch, x, w, b, grad, needs, padding=1)
-    assert_close32(out, t_out, "output")
-    for name, need, ours, theirs in zip(("dx", "dweight", "dbias"), needs, grads, t_grads):
-        if need:
-            assert_close32(ours, theirs, name)
-        else:
+    (_, grads), _ = _assert_conv_matches_torch(torch, x, w, b, grad, needs, padding=1)
+    for name, need, ours in zip(("dx", "dweight", "dbias"), needs, grads):
+        if not need:
             assert ours is None, f"{name} should not be computed"
 
 

@@ -1,7 +1,6 @@
 """ONNX export: onnx.checker passes and onnxruntime's logits equal minivgg's."""
 import json
 import sys
-from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -11,6 +10,8 @@ from minivgg.autograd import Tensor, no_grad
 from minivgg.cli import main
 from minivgg.data import get_dataset_info
 from minivgg.models import MODELS, build
+
+from every_layer import every_layer_model
 
 onnx = pytest.importorskip("onnx", reason="pip install 'minivgg[onnx]' for the export tests")
 ort = pytest.importorskip("onnxruntime", reason="pip install 'minivgg[onnx]' for the export tests")
@@ -78,38 +79,7 @@ def test_models_built_for_other_shapes_and_class_counts(name, shape, classes):
 
 def test_every_layer_type_and_option():
     """Each layer of minivgg.nn with the options a zoo model does not use."""
-    model = nn.Sequential(OrderedDict([
-        ("conv_same_even", nn.Conv2d(3, 6, 4, padding="same")),
-        ("bn_no_affine", nn.BatchNorm2d(6, affine=False)),
-        ("gelu", nn.GELU()),
-        ("conv_strided", nn.Conv2d(6, 8, 3, stride=2, padding=(1, 2), bias=False)),
-        ("leaky", nn.LeakyReLU(0.2)),
-        ("bn_batch_stats", nn.BatchNorm2d(8, track_running_stats=False)),
-        ("max_padded", nn.MaxPool2d(3, stride=2, padding=1)),
-        ("drop2d", nn.Dropout2d(0.3)),
-        ("conv_valid", nn.Conv2d(8, 8, (1, 2), padding="valid")),
-        ("elu", nn.ELU(0.7)),
-        ("avg_excl", nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False)),
-        ("tanh", nn.Tanh()),
-        ("adaptive_uneven", nn.AdaptiveAvgPool2d((3, 2))),
-        ("ident", nn.Identity()),
-        ("ln_2d", nn.LayerNorm((3, 2))),
-        ("flat_keep_channels", nn.Flatten(2)),
-        ("fc_3d", nn.Linear(6, 5)),
-        ("bn1d_3d", nn.BatchNorm1d(8)),
-        ("gelu_tanh", nn.GELU("tanh")),
-        ("flat", nn.Flatten()),
-        ("nested", nn.Sequential(nn.Linear(40, 16), nn.BatchNorm1d(16), nn.Sigmoid(), nn.Dropout(0.5))),
-        ("ln_plain", nn.LayerNorm(16, elementwise_affine=False)),
-        ("fc_no_bias", nn.Linear(16, 12, bias=False)),
-        ("bn1d_after_relu", nn.ReLU()),
-        ("bn1d", nn.BatchNorm1d(12)),
-        ("adaptive_even_src", nn.Linear(12, 4)),
-        ("scale", nn.Scale(1 / 9)),
-    ]))
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            module.reset_parameters(np.random.default_rng(3))
+    model = every_layer_model()
     _trained_looking(model)
     proto = to_onnx(model, (3, 11, 11), mean=[0.5, 0.4, 0.3], std=[0.2, 0.3, 0.4])
     _assert_matches(model, proto, (3, 11, 11), [0.5, 0.4, 0.3], [0.2, 0.3, 0.4], batches=(1, 5, 37))

@@ -14,6 +14,7 @@ import minivgg
 import minivgg.functional as F
 from minivgg.functional import conv, norm, windows
 from conftest import gradcheck
+from parity import assert_op_matches_torch
 
 
 @pytest.fixture
@@ -76,13 +77,10 @@ def test_batched_weight_gradient_of_a_first_layer(torch):
     cols = rng.standard_normal((9, 256)).astype(np.float32)
     g = rng.standard_normal((6, 256)).astype(np.float32)
     np.testing.assert_allclose(conv._weight_grad(cols, g), g @ cols.T, rtol=1e-5, atol=1e-5)
-    ours = _outputs_and_grads(lambda x, w: F.conv2d(x, w), x, w)
-    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
-    out = torch.nn.functional.conv2d(xt, wt)
-    out.backward(torch.tensor(np.random.default_rng(9).standard_normal(out.shape)
-                              .astype(np.float32)))
-    np.testing.assert_allclose(ours[0], out.detach().numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ours[2], wt.grad.numpy(), rtol=1e-5, atol=1e-5)
+    assert_op_matches_torch(
+        torch, lambda x, w: F.conv2d(x, w), torch.nn.functional.conv2d, [x, w],
+        lambda shape: np.random.default_rng(9).standard_normal(shape).astype(np.float32),
+        rtol=1e-5, atol=1e-5, names=["dx", "dweight"])
 
 
 def test_batched_weight_gradient_gradcheck():

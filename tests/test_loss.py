@@ -5,6 +5,7 @@ import pytest
 import minivgg
 import minivgg.functional as F
 from conftest import gradcheck
+from parity import assert_op_matches_torch
 
 REDUCTIONS = ["mean", "sum", "none"]
 SMOOTHINGS = [0.0, 0.1, 1.0]
@@ -31,15 +32,9 @@ def test_softmax_gradcheck(op, shape, axis):
 def test_softmax_matches_torch(torch, op_name, axis):
     x = _logits((6, 10, 3), 2, np.float32, scale=5.0)
     grad = _logits((6, 10, 3), 3, np.float32)
-    ours_x = minivgg.Tensor(x, requires_grad=True)
-    ours = getattr(F, op_name)(ours_x, axis=axis)
-    ours.backward(grad)
-    xt = torch.tensor(x, requires_grad=True)
-    theirs = getattr(torch.nn.functional, op_name)(xt, dim=axis)
-    theirs.backward(torch.tensor(grad))
-    assert ours.dtype == np.float32 and ours_x.grad.dtype == np.float32
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours_x.grad, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+    assert_op_matches_torch(torch, lambda t: getattr(F, op_name)(t, axis=axis),
+                            lambda t: getattr(torch.nn.functional, op_name)(t, dim=axis), [x],
+                            grad, rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-6)
 
 
 def test_log_softmax_is_stable_for_huge_logits(torch):
@@ -72,16 +67,11 @@ def test_nll_loss_gradcheck(reduction):
 def test_nll_loss_matches_torch(torch, reduction):
     log_probs = torch.log_softmax(torch.tensor(_logits((8, 6), 4, np.float32)), 1).numpy()
     target = _labels(8, 6, 5)
-    ours_x = minivgg.Tensor(log_probs, requires_grad=True)
-    ours = F.nll_loss(ours_x, target, reduction=reduction)
-    xt = torch.tensor(log_probs, requires_grad=True)
-    theirs = torch.nn.functional.nll_loss(xt, torch.tensor(target), reduction=reduction)
-    grad = _logits(ours.shape, 6, np.float32)
-    ours.backward(grad)
-    theirs.backward(torch.tensor(grad))
-    assert ours.dtype == np.float32 and ours.shape == tuple(theirs.shape)
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours_x.grad, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+    assert_op_matches_torch(
+        torch, lambda t: F.nll_loss(t, target, reduction=reduction),
+        lambda t: torch.nn.functional.nll_loss(t, torch.tensor(target), reduction=reduction),
+        [log_probs], lambda shape: _logits(shape, 6, np.float32),
+        rtol=1e-6, atol=1e-6, grad_rtol=1e-6, grad_atol=1e-7)
 
 
 # ---- cross_entropy -----------------------------------------------------------------------
@@ -99,19 +89,14 @@ def test_cross_entropy_gradcheck(reduction, label_smoothing):
 def test_cross_entropy_matches_torch(torch, reduction, label_smoothing):
     logits = _logits((32, 10), 7, np.float32, scale=4.0)
     target = _labels(32, 10, 8)
-    ours_x = minivgg.Tensor(logits, requires_grad=True)
-    ours = F.cross_entropy(ours_x, minivgg.Tensor(target), label_smoothing=label_smoothing,
-                           reduction=reduction)
-    xt = torch.tensor(logits, requires_grad=True)
-    theirs = torch.nn.functional.cross_entropy(xt, torch.tensor(target),
-                                               label_smoothing=label_smoothing, reduction=reduction)
-    grad = _logits(ours.shape, 9, np.float32)
-    ours.backward(grad)
-    theirs.backward(torch.tensor(grad))
-    assert ours.dtype == np.float32 and ours_x.grad.dtype == np.float32
-    assert ours.shape == tuple(theirs.shape)
-    np.testing.assert_allclose(ours.data, theirs.detach().numpy(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ours_x.grad, xt.grad.numpy(), rtol=1e-5, atol=1e-7)
+    assert_op_matches_torch(
+        torch, lambda t: F.cross_entropy(t, minivgg.Tensor(target), label_smoothing=label_smoothing,
+                                         reduction=reduction),
+        lambda t: torch.nn.functional.cross_entropy(t, torch.tensor(target),
+                                                    label_smoothing=label_smoothing,
+                                                    reduction=reduction),
+        [logits], lambda shape: _logits(shape, 9, np.float32),
+        rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-7)
 
 
 def test_cross_entropy_equals_log_softmax_then_nll():

@@ -5,6 +5,7 @@ import pytest
 import minivgg
 import minivgg.functional as F
 from conftest import gradcheck
+from parity import assert_close, assert_op_matches_torch, run_ours, run_torch
 
 BN_SHAPES = [(5, 3), (4, 2, 3), (3, 2, 3, 2)]
 
@@ -118,23 +119,15 @@ def test_batch_norm_gradients_of_parameters_only():
 
 # ---- batch_norm: PyTorch parity (float32) ----------------------------------------------
 
-def _torch_bn(torch, x, w, b, rm, rv, training, momentum, eps, grad):
-    xt = torch.tensor(x, requires_grad=True)
-    wt = torch.tensor(w, requires_grad=True)
-    bt = torch.tensor(b, requires_grad=True)
-    out = torch.nn.functional.batch_norm(xt, rm, rv, wt, bt, training=training,
-                                         momentum=momentum, eps=eps)
-    out.backward(torch.tensor(grad))
-    return out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()
+def _batch_norms(torch, rm, rv, trm, trv, training, momentum=0.1, eps=1e-5):
+    """batch_norm of (x, weight, bias) with these running statistics, ours and torch's."""
+    def ours(x, w, b):
+        return F.batch_norm(x, rm, rv, w, b, training=training, momentum=momentum, eps=eps)
 
-
-def _ours_bn(x, w, b, rm, rv, training, momentum, eps, grad):
-    xt = minivgg.Tensor(x, requires_grad=True)
-    wt = minivgg.Tensor(w, requires_grad=True)
-    bt = minivgg.Tensor(b, requires_grad=True)
-    out = F.batch_norm(xt, rm, rv, wt, bt, training=training, momentum=momentum, eps=eps)
-    out.backward(grad)
-    return out.data, xt.grad, wt.grad, bt.grad
+    def theirs(x, w, b):
+        return torch.nn.functional.batch_norm(x, trm, trv, w, b, training=training,
+                                              momentum=momentum, eps=eps)
+    return ours, theirs
 
 
 @pytest.mark.parametrize("shape", [(16, 5), (8, 4, 7), (8, 4, 6, 6)])
@@ -149,11 +142,8 @@ def test_batch_norm_matches_torch(torch, shape, training):
     rv0 = rng.uniform(0.5, 2.0, c).astype(np.float32)
     rm, rv = rm0.copy(), rv0.copy()
     trm, trv = torch.tensor(rm0), torch.tensor(rv0)
-    ours = _ours_bn(x, w, b, rm, rv, training, 0.1, 1e-5, grad)
-    theirs = _torch_bn(torch, x, w, b, trm, trv, training, 0.1, 1e-5, grad)
-    for name, a, t in zip(["output", "grad x", "grad weight", "grad bias"], ours, theirs):
-        assert a.dtype == np.float32, name
-        np.testing.assert_allclose(a, t, rtol=1e-5, atol=2e-5, err_msg=name)
+    assert_op_matches_torch(torch, *_batch_norms(torch, rm, rv, trm, trv, training), [x, w, b],
+                            grad, rtol=1e-5, atol=2e-5, names=["grad x", "grad weight", "grad bias"])
     np.testing.assert_allclose(rm, trm.numpy(), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(rv, trv.numpy(), rtol=1e-6, atol=1e-7)
     if not training:
@@ -203,11 +193,13 @@ def test_batch_norm_large_float32_batch_is_accurate(torch):
     x = _data(shape, 0, np.float32, loc=50.0, scale=0.5)
     grad = _data(shape, 1, np.float32, loc=0.3)
     ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
-    ours = _ours_bn(x, ones, zeros, None, None, True, 0.1, 1e-5, grad)
+    ours_fn, torch_fn = _batch_norms(torch, None, None, None, None, training=True)
+    out, grads, _ = run_ours(ours_fn, [x, ones, zeros], grad)
     as64 = [a.astype(np.float64) for a in (x, ones, zeros)]
-    reference = _torch_bn(torch, *as64, None, None, True, 0.1, 1e-5, grad.astype(np.float64))
-    for name, a, r in zip(["output", "grad x", "grad weight", "grad bias"], ours, reference):
-        np.testing.assert_allclose(a, r, rtol=0, atol=2e-6 * np.abs(r).max(), err_msg=name)
+    reference = run_torch(torch, torch_fn, as64, grad.astype(np.float64))
+    for name, a, r in zip(["output", "grad x", "grad weight", "grad bias"], [out] + grads,
+                          [reference[0]] + reference[1]):
+        assert_close(a, r, name, rtol=0, atol=2e-6, scale_floor=0.0)
 
 
 def test_batch_norm_float64_input_with_float32_running_stats():

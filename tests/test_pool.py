@@ -5,6 +5,7 @@ import pytest
 import minivgg
 import minivgg.functional as F
 from conftest import gradcheck
+from parity import assert_op_matches_torch
 
 
 def _distinct(shape, seed=0):
@@ -62,18 +63,10 @@ def test_adaptive_avg_pool2d_gradcheck(hw, output_size):
 
 def _parity(torch, ours_fn, torch_fn, x, seed=0):
     """Forward and input gradient of ours vs torch on float32 x, with a random output grad."""
-    xm = minivgg.Tensor(x, requires_grad=True)
-    out = ours_fn(xm)
-    grad = np.random.default_rng(seed).standard_normal(out.shape, dtype=np.float32)
-    out.backward(grad)
-    xt = torch.tensor(x, requires_grad=True)
-    t_out = torch_fn(xt)
-    t_out.backward(torch.tensor(grad))
-    for what, ours, theirs in (("output", out.data, t_out.detach().numpy()),
-                               ("dx", xm.grad, xt.grad.numpy())):
-        assert ours.dtype == np.float32, f"{what}: dtype {ours.dtype}"
-        assert ours.shape == theirs.shape, f"{what}: shape {ours.shape} != {theirs.shape}"
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6, err_msg=what)
+    assert_op_matches_torch(
+        torch, ours_fn, torch_fn, [x],
+        lambda shape: np.random.default_rng(seed).standard_normal(shape, dtype=np.float32),
+        rtol=1e-5, atol=1e-6, names=["dx"])
 
 
 @pytest.mark.parametrize("kernel, stride, padding, hw", POOL_GRID)

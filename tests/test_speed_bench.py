@@ -72,6 +72,19 @@ def test_zoo_flops_match_known_architecture():
     assert len(layers) == 6 and layers[0]["macs"] == 26 * 26 * 6 * 9
 
 
+@pytest.mark.parametrize("name", sorted(speed.MODELS))
+def test_the_library_count_flops_equals_this_one(name):
+    """minivgg.summary.count_flops, which speed.py can call instead of its own walk, gives
+    the same numbers, layer for layer."""
+    from minivgg.summary import count_flops
+
+    if not hasattr(speed, "count_flops"):
+        pytest.skip("benchmarks/speed.py no longer has its own count_flops to compare with")
+    model = speed.build(name, seed=0)
+    shape = speed.input_shape(name)
+    assert count_flops(model, shape) == speed.count_flops(model, shape)
+
+
 # ---- the BENCHMARKS.md section ---------------------------------------------------------------
 
 def _fixture_data():

@@ -6,6 +6,7 @@ import minivgg
 from minivgg import functional as F
 from minivgg.interop import to_torch
 from minivgg.models import MODELS, build, get_model_spec, UnknownModelError
+from parity import assert_model_matches_torch
 
 SIZES = {"mnist": (1, 28), "fashion-mnist": (1, 28), "cifar10": (3, 32)}
 
@@ -83,26 +84,6 @@ def _perturb_running_stats(model, rng):
     model.load_state_dict(state)
 
 
-def _compare(model, twin, torch, x, y, rtol, atol_scale, name):
-    logits = model(minivgg.Tensor(x))
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    tlogits = twin(torch.from_numpy(x))
-    tloss = torch.nn.functional.cross_entropy(tlogits, torch.from_numpy(y))
-    tloss.backward()
-    np.testing.assert_allclose(logits.data, tlogits.detach().numpy(), rtol=rtol, atol=atol_scale)
-    np.testing.assert_allclose(float(loss.data), float(tloss.detach()), rtol=rtol)
-    tparams = dict(twin.named_parameters())
-    for pname, p in model.named_parameters():
-        if not p.requires_grad:
-            assert p.grad is None and tparams[pname].grad is None, pname
-            continue
-        tg = tparams[pname].grad.numpy()
-        scale = max(np.abs(tg).max(), 1e-6)
-        np.testing.assert_allclose(p.grad, tg, rtol=rtol, atol=atol_scale * scale,
-                                   err_msg=f"{name}: gradient of {pname}")
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
 def test_torch_parity_float32_eval(name, torch):
     """float32 logits and gradients in eval mode with freshly initialised BN statistics."""
@@ -111,7 +92,8 @@ def test_torch_parity_float32_eval(name, torch):
     twin = to_torch(model)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, c, size, size)).astype(np.float32)
-    _compare(model, twin, torch, x, np.array([0, 3, 7, 9]), 1e-3, 1e-4, name)
+    assert_model_matches_torch(torch, model, twin, x, np.array([0, 3, 7, 9]), rtol=1e-3,
+                               atol=1e-4, name=name)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
@@ -129,7 +111,8 @@ def test_torch_parity_float64_perturbed_bn(name, torch):
     model.astype(np.float64)
     twin = to_torch(model).double()
     x = rng.standard_normal((4, c, size, size))
-    _compare(model, twin, torch, x, np.array([0, 3, 7, 9]), 1e-9, 1e-10, name)
+    assert_model_matches_torch(torch, model, twin, x, np.array([0, 3, 7, 9]), rtol=1e-9,
+                               atol=1e-10, name=name)
 
 
 @pytest.mark.parametrize("name", ["minivggnet", "mnist_8k_b", "vgg_v2", "airbench94"])

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.dropout import dropout_apply
+from .checks import number, one_of, probability
 from .layout import chwn_view, from_chwn
 
 __all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
+
+GELU_APPROXIMATIONS = ("none", "tanh")
 
 
 class ReLUOp(Function):
@@ -158,29 +160,23 @@ class SigmoidOp(Function):
         return (grad * self.out * (1 - self.out),)
 
 
-def _check_number(op: str, name: str, value) -> None:
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise ValueError(f"{op}: {name} must be a number, got {value!r}")
-
-
 def relu(x) -> Tensor:
     return ReLUOp.apply(x)
 
 
 def elu(x, alpha: float = 1.0) -> Tensor:
-    _check_number("elu", "alpha", alpha)
+    number(alpha, "alpha", "elu")
     return ELUOp.apply(x, alpha=alpha)
 
 
 def leaky_relu(x, negative_slope: float = 0.01) -> Tensor:
-    _check_number("leaky_relu", "negative_slope", negative_slope)
+    number(negative_slope, "negative_slope", "leaky_relu")
     return LeakyReLUOp.apply(x, negative_slope=negative_slope)
 
 
 def gelu(x, approximate: str = "none") -> Tensor:
     """x * Phi(x) (approximate="none", exact erf form) or its "tanh" approximation."""
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    one_of(approximate, GELU_APPROXIMATIONS, "approximate", "gelu")
     return GELUOp.apply(x, approximate=approximate)
 
 
@@ -241,8 +237,7 @@ def _apply_in_memory_order(x, draws, p, scale):
 
 
 def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
-    if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0 <= p <= 1:
-        raise ValueError(f"{op}: p must be a probability in [0, 1], got {p!r}")
+    probability(p, "p", op)
     if not training or p == 0:
         return x
     if rng is None:

@@ -36,7 +36,8 @@ def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> t
             if stride != (1, 1):
                 raise ValueError(
                     f"{op}: padding='same' is only supported with stride 1 (got stride "
-                    f"{stride}), as in PyTorch; give the padding as numbers instead")
+                    f"{stride}): as in PyTorch, strided convolutions need the padding given "
+                    f"as numbers")
             # PyTorch puts the odd extra row/column of an even kernel at the bottom/right.
             top, left = (kernel[0] - 1) // 2, (kernel[1] - 1) // 2
             return top, kernel[0] - 1 - top, left, kernel[1] - 1 - left

@@ -12,7 +12,7 @@ import numpy as np
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.pool import max_pool, max_pool_backward
 from .layout import as_chwn, chwn_view, from_chwn
-from .windows import check_input, col2im, out_length, pair, window_views
+from .windows import check_input, col2im, out_length, pair, pool_window, window_views
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
 
@@ -38,12 +38,7 @@ def _crop(a: np.ndarray, padding: tuple) -> np.ndarray:
 def _pool_geometry(x: Tensor, kernel_size, stride, padding, op: str):
     """Validated (kernel, stride, padding, (OH, OW)) for max/avg pooling."""
     check_input(x, op)
-    kernel = pair(kernel_size, "kernel_size", op, minimum=1)
-    stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
-    padding = pair(padding, "padding", op, minimum=0)
-    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
-        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size "
-                         f"{kernel} (as in PyTorch); reduce the padding")
+    kernel, stride, padding = pool_window(kernel_size, stride, padding, op)
     height, width = x.shape[2:]
     if height + 2 * padding[0] < kernel[0] or width + 2 * padding[1] < kernel[1]:
         raise ValueError(

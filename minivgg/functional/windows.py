@@ -10,8 +10,11 @@ from ..autograd import Tensor
 
 
 def pair(value, name: str, op: str, minimum: int) -> tuple:
-    """An int or a pair of ints, each >= minimum, as a (height, width) tuple."""
+    """An int or a pair of ints (a tuple, list or array), each >= minimum, as a
+    (height, width) tuple."""
     values = (value, value) if isinstance(value, numbers.Integral) else value
+    if isinstance(values, np.ndarray):
+        values = values.tolist()
     if (not isinstance(values, (tuple, list)) or len(values) != 2
             or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                        for v in values)):
@@ -19,6 +22,18 @@ def pair(value, name: str, op: str, minimum: int) -> tuple:
     if min(values) < minimum:
         raise ValueError(f"{op}: {name} must be >= {minimum}, got {value!r}")
     return int(values[0]), int(values[1])
+
+
+def pool_window(kernel_size, stride, padding, op: str) -> tuple:
+    """Checked (kernel, stride, padding) pairs of a pooling window; stride None means the
+    kernel size, and the padding may be at most half the kernel, as in PyTorch."""
+    kernel = pair(kernel_size, "kernel_size", op, minimum=1)
+    stride = kernel if stride is None else pair(stride, "stride", op, minimum=1)
+    padding = pair(padding, "padding", op, minimum=0)
+    if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
+        raise ValueError(f"{op}: padding {padding} must be at most half of kernel_size "
+                         f"{kernel} (as in PyTorch); reduce the padding")
+    return kernel, stride, padding
 
 
 def check_input(x: Tensor, op: str) -> None:

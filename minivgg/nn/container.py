@@ -81,6 +81,10 @@ class Sequential(Module):
         self._renumber(modules)
         return self
 
+    def torch_twin(self, tnn):
+        return tnn.Sequential(OrderedDict((name, module.torch_twin(tnn))
+                                          for name, module in self._modules.items()))
+
     def forward(self, x):
         layers = list(self._modules.items())
         i = 0
@@ -111,9 +115,9 @@ class Sequential(Module):
 def _fusable(*modules: Module) -> bool:
     """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
     batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True)): not
-    when a module's forward was replaced on the instance (as summary.py does to record each
-    layer), so that such instrumentation still sees every layer."""
-    return all("forward" not in vars(module) for module in modules)
+    when one of them has forward hooks, which must see each layer's own call (summary.py
+    records every layer that way)."""
+    return not any(module.has_hooks() for module in modules)
 
 
 def _with_location(error: Exception, where: str) -> Exception:

@@ -1,11 +1,16 @@
 """Convolution layers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import functional as F
+from ..functional.checks import positive_int
+from ..functional.conv import conv_padding
+from ..functional.windows import pair
 from .module import Module, Parameter, _as_generator, _label, _shape
-from .params import _default_reset_, _pair, _positive_int
+from .params import _default_reset_
 
 
 class Conv2d(Module):
@@ -15,20 +20,12 @@ class Conv2d(Module):
                  bias: bool = True, rng=None):
         super().__init__()
         name = "Conv2d"
-        self.in_channels = _positive_int(in_channels, "in_channels", name)
-        self.out_channels = _positive_int(out_channels, "out_channels", name)
-        self.kernel_size = _pair(kernel_size, "kernel_size", name, 1)
-        self.stride = _pair(stride, "stride", name, 1)
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(f"Conv2d: padding must be an int, a pair, 'same' or 'valid', "
-                                 f"got {padding!r}")
-            if padding == "same" and self.stride != (1, 1):
-                raise ValueError(f"Conv2d: padding='same' is not supported for strided "
-                                 f"convolutions (stride={self.stride}); use an explicit padding")
-            self.padding = padding
-        else:
-            self.padding = _pair(padding, "padding", name, 0)
+        self.in_channels = positive_int(in_channels, "in_channels", name)
+        self.out_channels = positive_int(out_channels, "out_channels", name)
+        self.kernel_size = pair(kernel_size, "kernel_size", name, minimum=1)
+        self.stride = pair(stride, "stride", name, minimum=1)
+        conv_padding(padding, self.kernel_size, self.stride, name)  # checks it
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding", name, 0)
         shape = (self.out_channels, self.in_channels) + self.kernel_size  # (C_out, C_in, kh, kw)
         self.weight = Parameter(np.empty(shape, dtype=np.float32))
         if bias:
@@ -46,6 +43,28 @@ class Conv2d(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {shape}")
         return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+
+    def multiply_adds(self, input_shape, output_shape):
+        kh, kw = self.kernel_size
+        return math.prod(output_shape) * self.in_channels * kh * kw  # per output value
+
+    def to_onnx(self, graph, x, shape, folded=None):
+        """folded: (weight, bias) to use instead of this layer's own (minivgg.export folds a
+        BatchNorm that follows into them)."""
+        if folded is None:
+            folded = (self.weight.data.astype(np.float32),
+                      None if self.bias is None else self.bias.data.astype(np.float32))
+        weight, bias = folded
+        inputs = [x, graph.const("conv_weight", weight)]
+        if bias is not None:
+            inputs.append(graph.const("conv_bias", bias))
+        top, bottom, left, right = conv_padding(self.padding, self.kernel_size, self.stride)
+        return graph.node("Conv", inputs, "conv", kernel_shape=list(self.kernel_size),
+                          strides=list(self.stride), pads=[top, left, bottom, right])
+
+    def torch_twin(self, tnn):
+        return tnn.Conv2d(self.in_channels, self.out_channels, self.kernel_size,
+                          stride=self.stride, padding=self.padding, bias=self.bias is not None)
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

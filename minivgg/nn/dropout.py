@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .. import functional as F
+from ..functional.checks import probability
 from .module import Module, _as_generator
 
 
@@ -12,10 +13,11 @@ class _DropoutNd(Module):
 
     def __init__(self, p: float = 0.5, rng=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-            raise ValueError(f"{type(self).__name__}: p must be a probability in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = probability(p, "p", type(self).__name__)
         self.rng = _as_generator(rng)
+
+    def to_onnx(self, graph, x, shape):
+        return x  # the identity in eval mode
 
     def extra_repr(self):
         return f"p={self.p}"
@@ -27,9 +29,15 @@ class Dropout(_DropoutNd):
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.rng)
 
+    def torch_twin(self, tnn):
+        return tnn.Dropout(self.p)
+
 
 class Dropout2d(_DropoutNd):
     """Zero whole channels of (N, C, H, W) with probability p when training."""
 
     def forward(self, x):
         return F.dropout2d(x, self.p, self.training, self.rng)
+
+    def torch_twin(self, tnn):
+        return tnn.Dropout2d(self.p)

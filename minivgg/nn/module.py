@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from itertools import count
 
 import numpy as np
 
@@ -49,6 +50,26 @@ class StateDictError(ValueError):
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
+class RemovableHandle:
+    """What register_forward_hook and register_forward_pre_hook return: `remove()` takes the
+    hook off again (also as a context manager: the hook is removed on leaving the block)."""
+
+    _ids = count()
+
+    def __init__(self, hooks: OrderedDict):
+        self.hooks = hooks
+        self.id = next(RemovableHandle._ids)
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.remove()
+
+
 def _addindent(text: str, spaces: int) -> str:
     lines = text.split("\n")
     if len(lines) == 1:
@@ -62,6 +83,11 @@ class Module:
     Subclasses call `super().__init__()` first, then assign Parameters, child Modules and
     buffers as attributes, and define `forward`. Stochastic layers set `stochastic = True`
     and keep their Generator in `self.rng` (see `set_rng`).
+
+    Calling a module runs its forward pre-hooks, `forward`, then its forward hooks (see
+    `register_forward_hook`). A layer also says, next to its forward, what it is outside
+    minivgg: `torch_twin` (the same layer in torch.nn), `multiply_adds` (its arithmetic,
+    for FLOP counts) and `to_onnx` (its eval-mode computation as ONNX nodes).
     """
 
     stochastic = False
@@ -72,6 +98,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     # ---- registration ----------------------------------------------------------
     def _check_initialised(self, what: str):
@@ -371,10 +399,68 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if not (self._forward_pre_hooks or self._forward_hooks):
+            return self.forward(*args, **kwargs)
+        for hook in list(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:  # the hook replaced the inputs
+                args = result if isinstance(result, tuple) else (result,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:  # the hook replaced the output
+                output = result
+        return output
+
+    # ---- hooks -----------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args)` before each forward, as torch does; if it returns
+        something other than None, that (a tuple, or one value) becomes forward's arguments.
+        Returns a handle whose `remove()` unregisters the hook."""
+        return self._add_hook(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook) -> RemovableHandle:
+        """Call `hook(module, args, output)` after each forward, as torch does; if it returns
+        something other than None, that replaces the output. Returns a handle whose
+        `remove()` unregisters the hook. Hooks run in the order they were registered."""
+        return self._add_hook(self._forward_hooks, hook)
+
+    def _add_hook(self, hooks: OrderedDict, hook) -> RemovableHandle:
+        if not callable(hook):
+            raise TypeError(f"a hook must be callable, got {type(hook).__name__}")
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    def has_hooks(self) -> bool:
+        """Whether a forward hook or forward pre-hook is registered on this module itself."""
+        return bool(self._forward_pre_hooks or self._forward_hooks)
 
     def extra_repr(self) -> str:
         return ""
+
+    # ---- the same layer elsewhere ----------------------------------------------------
+    def torch_twin(self, tnn):
+        """The same layer built with torch.nn (`tnn`), its parameters left as torch
+        initialises them: minivgg.interop.to_torch copies the weights in afterwards."""
+        raise TypeError(f"to_torch: no torch.nn equivalent known for {type(self).__name__}")
+
+    def multiply_adds(self, input_shape: tuple, output_shape: tuple) -> int:
+        """Multiply-adds of one forward call per sample, given that sample's input and output
+        shapes (batch dimension left out); what minivgg.summary.count_flops adds up. Layers
+        that only touch each value a few times (activations, normalisation, pooling) count
+        none, as here; convolutions and linear layers count theirs."""
+        return 0
+
+    def to_onnx(self, graph, x: str, shape: tuple) -> str:
+        """Add this layer's eval-mode computation on tensor `x` (of batch-1 shape `shape`) to
+        an ONNX graph being built by minivgg.export; return the name of its output tensor.
+
+        `graph.node(op_type, inputs, hint, **attributes)` adds a node and returns its output's
+        name; `graph.const(hint, array)` adds a constant and returns its name. A layer that is
+        the identity in eval mode (Dropout) returns `x`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no to_onnx")
 
     def __repr__(self):
         extra = self.extra_repr()

@@ -5,7 +5,8 @@ import numpy as np
 
 from .. import functional as F
 from .module import Module, _label, _shape
-from .params import _positive_int, _register_affine, _reset_affine
+from ..functional.checks import positive_int
+from .params import _register_affine, _reset_affine
 
 
 class _BatchNorm(Module):
@@ -13,12 +14,13 @@ class _BatchNorm(Module):
 
     ranks: tuple = ()
     layout: str = ""
+    torch_name: str = ""  # the torch.nn class
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, *, bias: bool = True):
         super().__init__()
         name = type(self).__name__
-        self.num_features = _positive_int(num_features, "num_features", name)
+        self.num_features = positive_int(num_features, "num_features", name)
         if not eps > 0:
             raise ValueError(f"{name}: eps must be > 0, got {eps!r}")
         if momentum is not None and not 0 <= momentum <= 1:
@@ -68,6 +70,48 @@ class _BatchNorm(Module):
                             training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
                             relu_after=relu_after)
 
+    def eval_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """This layer in eval mode as y = x * scale + shift per channel, in float64 (from
+        the running statistics, which it must have)."""
+        scale = 1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.data.astype(np.float64)
+        shift = -self.running_mean.astype(np.float64) * scale
+        if self.bias is not None:
+            shift = shift + self.bias.data.astype(np.float64)
+        return scale, shift
+
+    def to_onnx(self, graph, x, shape):
+        g = graph
+        per_channel = (self.num_features,) + (1,) * (len(shape) - 2)  # broadcasts over (N, C, ...)
+        if self.running_mean is not None:
+            scale, shift = self.eval_scale_shift()
+            y = g.node("Mul", [x, g.const("bn_scale", scale.astype(np.float32).reshape(per_channel))],
+                       "bn_scale_mul")
+            return g.node("Add", [y, g.const("bn_shift", shift.astype(np.float32).reshape(per_channel))],
+                          "bn_shift_add")
+        # no running statistics: eval mode normalises with the batch's own, as forward does
+        axes = [0] + list(range(2, len(shape)))
+        mean = g.node("ReduceMean", [x], "bn_mean", axes=axes, keepdims=1)
+        centred = g.node("Sub", [x, mean], "bn_centred")
+        var = g.node("ReduceMean", [g.node("Mul", [centred, centred], "bn_sq")], "bn_var",
+                     axes=axes, keepdims=1)
+        std = g.node("Sqrt", [g.node("Add", [var, g.const("bn_eps", np.array(self.eps, np.float32))],
+                                     "bn_var_eps")], "bn_std")
+        y = g.node("Div", [centred, std], "bn_normalised")
+        if self.weight is not None:
+            y = g.node("Mul", [y, g.const("bn_weight", self.weight.data.astype(np.float32).reshape(
+                per_channel))], "bn_weight_mul")
+        if self.bias is not None:
+            y = g.node("Add", [y, g.const("bn_bias", self.bias.data.astype(np.float32).reshape(
+                per_channel))], "bn_bias_add")
+        return y
+
+    def torch_twin(self, tnn):
+        return getattr(tnn, self.torch_name)(
+            self.num_features, eps=self.eps, momentum=self.momentum, affine=self.affine,
+            track_running_stats=self.track_running_stats)
+
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
@@ -78,6 +122,7 @@ class BatchNorm1d(_BatchNorm):
     """Batch normalisation over (N, C) or (N, C, L), per channel C."""
 
     ranks = (2, 3)
+    torch_name = "BatchNorm1d"
 
     @property
     def layout(self):
@@ -88,6 +133,7 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation over (N, C, H, W), per channel C."""
 
     ranks = (4,)
+    torch_name = "BatchNorm2d"
 
     @property
     def layout(self):
@@ -102,7 +148,7 @@ class LayerNorm(Module):
         super().__init__()
         if isinstance(normalized_shape, (int, np.integer)):
             normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(_positive_int(n, "normalized_shape", "LayerNorm")
+        self.normalized_shape = tuple(positive_int(n, "normalized_shape", "LayerNorm")
                                       for n in normalized_shape)
         if not self.normalized_shape:
             raise ValueError("LayerNorm: normalized_shape must name at least one dimension")
@@ -124,6 +170,20 @@ class LayerNorm(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, ..., "
                              f"{', '.join(map(str, self.normalized_shape))}), got {shape}")
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
+
+    def to_onnx(self, graph, x, shape):
+        weight = (np.ones(self.normalized_shape, np.float32) if self.weight is None
+                  else self.weight.data.astype(np.float32))
+        inputs = [x, graph.const("ln_weight", weight)]
+        if self.bias is not None:
+            inputs.append(graph.const("ln_bias", self.bias.data.astype(np.float32)))
+        return graph.node("LayerNormalization", inputs, "layer_norm",
+                          axis=-len(self.normalized_shape), epsilon=float(self.eps))
+
+    def torch_twin(self, tnn):
+        return tnn.LayerNorm(self.normalized_shape, eps=self.eps,
+                             elementwise_affine=self.elementwise_affine,
+                             bias=self.bias is not None)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "

@@ -1,4 +1,5 @@
-"""Argument checks and parameter set-up shared by the layers."""
+"""Parameter set-up shared by the layers (their argument checks are the functional ops',
+in minivgg.functional.checks and .windows)."""
 from __future__ import annotations
 
 import math
@@ -7,21 +8,6 @@ import numpy as np
 
 from .. import init
 from .module import Module, Parameter
-
-
-def _pair(value, name: str, layer: str, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum, as a pair."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                 and v >= minimum for v in pair):
-        raise ValueError(f"{layer}: {name} must be an int or a pair of ints >= {minimum}, got {value!r}")
-    return int(pair[0]), int(pair[1])
-
-
-def _positive_int(value, name: str, layer: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{layer}: {name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _default_reset_(weight: Parameter, bias: Parameter | None, rng: np.random.Generator):
