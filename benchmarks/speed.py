@@ -54,11 +54,12 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 import minivgg.functional as F  # noqa: E402
-from minivgg import nn, optim  # noqa: E402
+from minivgg import optim  # noqa: E402
 from minivgg.autograd import Tensor, no_grad  # noqa: E402
 from minivgg.data import get_dataset_info  # noqa: E402
 from minivgg.models import build  # noqa: E402
 from minivgg.models.zoo import MODELS  # noqa: E402
+from minivgg.summary import count_flops  # noqa: E402
 
 
 # ---- what is benchmarked ---------------------------------------------------------------------
@@ -94,51 +95,6 @@ TIME_TO_ACCURACY_TARGET_S = 90.0  # minivgg to 99.4% MNIST test accuracy with < 
 
 
 # ---- FLOPs -----------------------------------------------------------------------------------
-
-def count_flops(model, shape: tuple) -> dict:
-    """Floating-point operations per image of the convolutions and linear layers.
-
-    A multiply-add counts 2. Forward: 2 * MACs per layer. A training step adds the weight
-    gradient (2 * MACs) and, for every layer but the first one with parameters (whose input,
-    the image, needs no gradient), the input gradient (2 * MACs). Element-wise layers (BN,
-    activations, pooling) are not counted: they are memory-bound and a small share of the
-    arithmetic. The model is walked layer by layer (nested Sequentials are followed) on one
-    zero image, in eval mode and without recording a graph.
-    """
-    layers = []
-
-    def walk(module, x):
-        if isinstance(module, nn.Sequential):
-            for child in module:
-                x = walk(child, x)
-            return x
-        y = module(x)
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs = int(np.prod(y.shape[1:])) * module.in_channels * kh * kw
-        elif isinstance(module, nn.Linear):
-            macs = int(np.prod(y.shape[1:])) * module.in_features
-        else:
-            if any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in module.modules()):
-                raise ValueError(f"count_flops: cannot see inside {type(module).__name__}; only "
-                                 f"Sequential containers of layers are supported")
-            return y
-        first = not layers
-        layers.append({"layer": type(module).__name__, "output": list(y.shape[1:]), "macs": macs,
-                       "input_grad": not first})
-        return y
-
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            walk(model, Tensor(np.zeros((1,) + tuple(shape), dtype=np.float32)))
-    finally:
-        model.train(was_training)
-    forward = sum(2 * layer["macs"] for layer in layers)
-    backward = sum(2 * layer["macs"] * (2 if layer["input_grad"] else 1) for layer in layers)
-    return {"forward": forward, "train": forward + backward, "layers": layers}
-
 
 def gemm_gflops(n: int = 2048, repeat: int = 5, torch=None) -> dict:
     """Median float32 GEMM rate of NumPy (and PyTorch when given) on n x n matrices."""

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minivgg import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "benchmarks"
@@ -27,62 +26,6 @@ def _load(name: str):
 
 speed = _load("speed")
 profile_step = _load("profile_step")
-
-
-# ---- FLOPs -----------------------------------------------------------------------------------
-
-def test_count_flops_tiny_model_by_hand():
-    # conv: output 2x6x6 = 72 values, each 1*3*3 = 9 MACs -> 648 MACs; pool -> 2x3x3 = 18
-    # features; linear 18 -> 4: 72 MACs. The conv is first: no input gradient.
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Sequential(nn.Flatten(), nn.Linear(18, 4)))
-    flops = speed.count_flops(model, (1, 8, 8))
-    assert [layer["macs"] for layer in flops["layers"]] == [648, 72]
-    assert flops["forward"] == 2 * (648 + 72)
-    # backward: conv weight grad only (2*648), linear weight and input grads (2 * 2*72)
-    assert flops["train"] == 2 * (648 + 72) + 2 * 648 + 4 * 72
-    assert model.training  # restored after the eval-mode walk
-
-
-def test_count_flops_strided_padded_conv_and_batchnorm1d():
-    # 'same' padding keeps 5x5; BatchNorm1d would refuse batch 1 in training mode
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(100, 8),
-                          nn.BatchNorm1d(8), nn.Linear(8, 2))
-    flops = speed.count_flops(model, (3, 5, 5))
-    assert [layer["macs"] for layer in flops["layers"]] == [4 * 25 * 27, 800, 16]
-
-
-def test_count_flops_refuses_opaque_containers():
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(1, 1, 3)
-
-        def forward(self, x):
-            return self.conv(x)
-
-    with pytest.raises(ValueError, match="cannot see inside Block"):
-        speed.count_flops(nn.Sequential(Block()), (1, 5, 5))
-
-
-def test_zoo_flops_match_known_architecture():
-    # mnist_5k: 6 bias-free convs; the first 1->6 3x3 on 28x28 gives 26*26*6*9 MACs
-    model = speed.build("mnist_5k", seed=0)
-    layers = speed.count_flops(model, (1, 28, 28))["layers"]
-    assert len(layers) == 6 and layers[0]["macs"] == 26 * 26 * 6 * 9
-
-
-@pytest.mark.parametrize("name", sorted(speed.MODELS))
-def test_the_library_count_flops_equals_this_one(name):
-    """minivgg.summary.count_flops, which speed.py can call instead of its own walk, gives
-    the same numbers, layer for layer."""
-    from minivgg.summary import count_flops
-
-    if not hasattr(speed, "count_flops"):
-        pytest.skip("benchmarks/speed.py no longer has its own count_flops to compare with")
-    model = speed.build(name, seed=0)
-    shape = speed.input_shape(name)
-    assert count_flops(model, shape) == speed.count_flops(model, shape)
 
 
 # ---- the BENCHMARKS.md section ---------------------------------------------------------------
