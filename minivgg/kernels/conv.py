@@ -10,7 +10,7 @@ The input gradient of a stride-1 convolution is itself a 3x3 convolution (of the
 padded, with the kernel flipped and its channel axes swapped: see functional/conv.py), so
 conv3x3 serves forward and input gradient alike.
 
-Each parallel iteration owns its outputs (an output row, or one (o, c) kernel) and adds
+Each parallel iteration owns its outputs (output rows, or one (o, c) kernel) and adds
 into them in one fixed order: the same bits for any number of threads. 'contract' lets
 LLVM fuse a multiply and its add into one FMA instruction (the same in every run).
 """
@@ -24,9 +24,11 @@ from . import serialised
 FASTMATH = {"contract"}
 # Sums may be regrouped (into vector lanes) where a kernel reduces: see conv3x3_weight_grad.
 REDUCTION_FASTMATH = {"contract", "reassoc"}
-# Positions of an output row handled per pass over the input channels: the block of the
-# output and of the three input rows it reads stay in the core's L1 cache.
+# Positions of an output row handled per pass over the input channels, and output channels
+# per parallel iteration: the blocks of GROUP outputs and of the three input rows they read
+# stay in the core's L1 cache.
 BLOCK = 512
+GROUP = 4
 
 
 @serialised
@@ -35,26 +37,31 @@ def conv3x3(xp, weight, batch, out):
     """out[o, y, x, n] = sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
 
     xp: (C, OH + 2, (OW + 2) * N), padded; weight: (O, C, 3, 3); out: (O, OH, OW * N),
-    overwritten.
+    overwritten. One parallel iteration per output row of a group of GROUP channels: the
+    three input rows of each c are read from L2 once and serve the whole group from L1.
     """
     channels = xp.shape[0]
     out_channels, out_h, span = out.shape
-    for row in prange(out_channels * out_h):
-        o, y = row // out_h, row % out_h
-        out[o, y] = 0.0
+    groups = (out_channels + GROUP - 1) // GROUP
+    for task in prange(groups * out_h):
+        group, y = task // out_h, task % out_h
+        first, last = group * GROUP, min(group * GROUP + GROUP, out_channels)
         for start in range(0, span, BLOCK):
             stop = min(start + BLOCK, span)
-            acc = out[o, y, start:stop]
+            for o in range(first, last):
+                out[o, y, start:stop] = 0.0
             for c in range(channels):
-                w = weight[o, c]
                 # x_ij: the run of input row y + i that tap (i, j) multiplies into acc
                 x00, x01, x02 = _runs(xp[c, y], start, stop, batch)
                 x10, x11, x12 = _runs(xp[c, y + 1], start, stop, batch)
                 x20, x21, x22 = _runs(xp[c, y + 2], start, stop, batch)
-                for p in range(stop - start):
-                    acc[p] += (w[0, 0] * x00[p] + w[0, 1] * x01[p] + w[0, 2] * x02[p]
-                               + w[1, 0] * x10[p] + w[1, 1] * x11[p] + w[1, 2] * x12[p]
-                               + w[2, 0] * x20[p] + w[2, 1] * x21[p] + w[2, 2] * x22[p])
+                for o in range(first, last):
+                    w = weight[o, c]
+                    acc = out[o, y, start:stop]
+                    for p in range(stop - start):
+                        acc[p] += (w[0, 0] * x00[p] + w[0, 1] * x01[p] + w[0, 2] * x02[p]
+                                   + w[1, 0] * x10[p] + w[1, 1] * x11[p] + w[1, 2] * x12[p]
+                                   + w[2, 0] * x20[p] + w[2, 1] * x21[p] + w[2, 2] * x22[p])
 
 
 @serialised
