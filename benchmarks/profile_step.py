@@ -208,7 +208,7 @@ def run(model_name: str, batch: int, steps: int, with_torch: bool, threads: int,
 
     (step_ms, detailed), other = quietly(measure, max_wait, threshold)
     result = {"model": model_name, "batch": batch, "steps": steps, "threads": threads,
-              "openblas_threads": speed.openblas_threads(),
+              "openblas_threads": _blas_threads(),
               "step_ms": step_ms, "images_per_s": 1e3 * batch / step_ms,
               "train_gflops": flops["train"] * batch / step_ms / 1e6,
               "profiled_step_ms": detailed["profiled_step_ms"], "other_cores": other,
@@ -297,6 +297,11 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"\nwrote {path}\n")
     return 0
+
+
+def _blas_threads():
+    from minivgg.functional.gemm import blas_threads
+    return blas_threads()
 
 
 if __name__ == "__main__":

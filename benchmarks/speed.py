@@ -272,6 +272,8 @@ def serve_worker(framework: str, threads: int) -> None:
     seconds and this process's CPU seconds (all threads) they took.
     """
     import traceback
+
+    import minivgg.functional.gemm as minivgg_gemm
     torch = None
     if framework == "torch":
         import torch
@@ -283,11 +285,16 @@ def serve_worker(framework: str, threads: int) -> None:
         request = json.loads(line)
         try:
             if request["op"] == "info":
-                reply = {"openblas_threads": openblas_threads()}
+                if torch is None:  # minivgg's threading policy, as its first product sets it
+                    minivgg_gemm.gemm(np.ones((1, 1), np.float32), np.ones((1, 1), np.float32))
+                reply = {"openblas_threads": minivgg_gemm.blas_threads()}
                 if torch is not None:
                     reply.update(torch_threads=torch.get_num_threads(), torch=torch.__version__)
-            elif request["op"] == "gemm":
+            elif request["op"] == "gemm":  # the machine's ceiling: BLAS on every thread
+                minivgg_gemm.set_blas_threads(threads)
                 reply = gemm_gflops(request["n"], request["repeat"], torch=torch)
+                if torch is None:
+                    minivgg_gemm.set_blas_threads(1)
             else:
                 key = (request["model"], request["batch"])
                 if case is None or (case.model_name, case.batch) != key:
@@ -440,28 +447,6 @@ def measure_memory(model_name: str, batch: int, steps: int = 3) -> dict:
 
 # ---- the machine -----------------------------------------------------------------------------
 
-def openblas_threads() -> int | None:
-    """The thread count OpenBLAS (NumPy's BLAS) uses, read from the loaded library."""
-    import ctypes
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {line.split()[-1] for line in f if "openblas" in line.lower()}
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for symbol in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
-                       "openblas_get_num_threads"):
-            fn = getattr(lib, symbol, None)
-            if fn is not None:
-                fn.restype = ctypes.c_int
-                return int(fn())
-    return None
-
-
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -487,7 +472,7 @@ def git_commit() -> str | None:
 def machine_info(torch_info: dict, threads: int) -> dict:
     return {
         "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
-        "openblas_threads": openblas_threads(), "torch_threads": torch_info["torch_threads"],
+        "openblas_threads": None, "torch_threads": torch_info["torch_threads"],
         "python": platform.python_version(), "numpy": np.__version__,
         "torch": torch_info["torch"], "platform": platform.platform(),
     }
@@ -535,8 +520,9 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
              "number of threads.", ""]
     lines += [f"Produced by `{meta['command']}` on {meta['date']} (commit {meta['commit']}), "
               f"{meta['wall_s']:.0f} s. Machine: {machine['cpu']}, {machine['cpu_count']} cores; "
-              f"{machine['threads']} threads on each side (OpenBLAS: "
-              f"{machine['openblas_threads']}, torch.set_num_threads: {machine['torch_threads']}); "
+              f"{machine['threads']} threads on each side (minivgg: Numba's pool and its own "
+              f"GEMM splits, OpenBLAS set to {machine['openblas_threads']}; PyTorch: "
+              f"torch.set_num_threads {machine['torch_threads']}); "
               f"Python {machine['python']}, NumPy {machine['numpy']}, PyTorch {machine['torch']}. "
               f"Load average (1 min) at start {meta['loadavg_start'][0]:.2f}, at end "
               f"{meta['loadavg_end'][0]:.2f}.", ""]

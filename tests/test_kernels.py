@@ -107,3 +107,16 @@ def test_kernels_launched_from_two_threads_at_once_take_turns():
     for thread in threads:
         thread.join()
     assert not failures
+
+
+@pytest.mark.parametrize("shape", [(37, 300, 2050), (2050, 300, 37), (3, 5, 7), (64, 1, 40000)])
+def test_gemm_split_across_threads_gives_the_same_bits(shape):
+    from minivgg.functional import gemm
+    rows, inner, columns = shape
+    a, b = _data(rows, inner), _data(inner, columns)[::-1]  # a strided b as well
+    results = _runs(lambda a, b, out: gemm.gemm(a, b, out=out),
+                    lambda: (a, b, np.empty((rows, columns), np.float32)), outputs=[2])
+    _assert_all_equal(results)
+    np.testing.assert_allclose(results[0][0], a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    assert gemm.blas_threads() in (1, None)  # minivgg runs OpenBLAS single-threaded
+

@@ -229,7 +229,7 @@ def test_smoke_run_writes_json_and_section(tmp_path, torch):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "the minivgg worker" not in done.stderr
     data = json.loads(out.read_text())
-    assert data["machine"]["openblas_threads"] in (2, None)  # forced to 2 despite the environment
+    assert data["machine"]["openblas_threads"] in (1, None)  # minivgg's policy, whatever the environment
     assert data["machine"]["torch_threads"] == 2
     (row,) = data["results"]
     assert (row["model"], row["batch"]) == ("mnist_5k", 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor
+from .gemm import gemm
 
 
 def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
@@ -85,11 +86,11 @@ class MatMul(Function):
     def forward(self, a, b):
         if self.requires_grad:
             self.a, self.b = a, b
-        return a @ b
+        return gemm(a, b)
 
     def backward(self, grad):
-        ga = grad @ self.b.T if self.needs_input_grad[0] else None
-        gb = self.a.T @ grad if self.needs_input_grad[1] else None
+        ga = gemm(grad, self.b.T) if self.needs_input_grad[0] else None
+        gb = gemm(self.a.T, grad) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -132,15 +133,15 @@ class LinearOp(Function):
     def forward(self, x, weight, bias=None):
         if self.requires_grad:
             self.x, self.weight = x, weight
-        out = x @ weight.T
+        out = gemm(x, weight.T)
         if bias is not None:
             out += bias
         return out
 
     def backward(self, grad):
         need_x, need_w, need_b = self.needs_input_grad
-        gx = grad @ self.weight if need_x else None
-        gw = grad.T @ self.x if need_w else None
+        gx = gemm(grad, self.weight) if need_x else None
+        gw = gemm(grad.T, self.x) if need_w else None
         gb = grad.sum(axis=0) if need_b else None
         return gx, gw, gb
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.conv import conv3x3, conv3x3_weight_grad
+from .gemm import gemm
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import keep_freed_memory
 from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
@@ -83,7 +84,7 @@ class Conv2dOp(Function):
         cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
         cols = cols.reshape(kh * kw * channels, oh * ow * batch)
         w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
-        return self._output(w_mat @ cols, bias, cols, w_mat)  # (O, OH*OW*N)
+        return self._output(gemm(w_mat, cols), bias, cols, w_mat)  # (O, OH*OW*N)
 
     def _output(self, out, bias, unfolded, w_mat):
         """Adds the bias to out (O, OH*OW*N), keeps what backward needs (the unfolded input
@@ -115,7 +116,7 @@ class Conv2dOp(Function):
             # cols is dead once dW is done: write dcols into its (already paged-in) memory.
             buffer = self.unfolded if need_w else None
             self.unfolded = None
-            dcols = np.matmul(self.w_mat.T, g, out=buffer)  # (KH*KW*C, OH*OW*N)
+            dcols = gemm(self.w_mat.T, g, out=buffer)  # (KH*KW*C, OH*OW*N)
             top, bottom, left, right = self.padding
             padded = (channels, height + top + bottom, width + left + right, batch)
             dxp = col2im(dcols.reshape(kh * kw, channels, oh, ow, batch), padded, g.dtype,
@@ -168,7 +169,7 @@ class Conv2dOp(Function):
         span = ow * batch  # one output row of every sample
         # w_rows[i][o, j*C + c] = weight[o, c, i, j]
         w_rows = weight.transpose(2, 0, 3, 1).reshape(kh, out_channels, kw * channels)
-        out = np.matmul(w_rows[0], rows[:, :oh * span])
+        out = gemm(w_rows[0], rows[:, :oh * span])
         for i in range(1, kh):
             add_product(out, w_rows[i], rows[:, i * span:(i + oh) * span])
         return self._output(out, bias, rows, w_rows)
@@ -193,7 +194,7 @@ class Conv2dOp(Function):
             d_rows = rows if rows is not None else np.empty(
                 (kw * channels, padded_h * span), g.dtype)
             w_rows, self.w_mat = self.w_mat, None
-            np.matmul(w_rows[0].T, g, out=d_rows[:, :oh * span])
+            gemm(w_rows[0].T, g, out=d_rows[:, :oh * span])
             d_rows[:, oh * span:] = 0
             for i in range(1, kh):
                 add_product(d_rows[:, i * span:(i + oh) * span], w_rows[i].T, g)
@@ -241,7 +242,7 @@ def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     for start in range(0, out.shape[1], step):
         stop = min(start + step, out.shape[1])
         part = scratch[:, :stop - start]
-        np.matmul(a, b[:, start:stop], out=part)
+        gemm(a, b[:, start:stop], out=part)
         out[:, start:stop] += part
 
 
@@ -299,7 +300,7 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     rows, positions = cols.shape
     batches = 64
     if rows > 32 or positions % batches:
-        return (cols @ g.T).T
+        return gemm(cols, g.T).T
     span = positions // batches
     cols_batches = cols.reshape(rows, batches, span).transpose(1, 0, 2)  # (B, K, P/B)
     g_batches = g.reshape(g.shape[0], batches, span).transpose(1, 2, 0)  # (B, P/B, O)

@@ -5,9 +5,12 @@ they read like the maths they compute. Each parallel kernel (`prange`) gives eve
 value one owner and a fixed order of additions: the same bits for any number of threads.
 
 Threads, in one place:
-- Numba's pool and OpenBLAS's pool each have one thread per core (NUMBA_NUM_THREADS and
-  OPENBLAS_NUM_THREADS override). The ops alternate between them on the training thread
-  and never overlap, so only one pool works at a time.
+- One pool does the parallel work: Numba's, one thread per core (NUMBA_NUM_THREADS
+  overrides; numba.set_num_threads lowers it for the calling thread). OpenBLAS is set to
+  one thread the first time minivgg multiplies matrices: its idle workers spin after each
+  multithreaded product and, on two cores, take a core from the Numba kernel that runs
+  next. Large products are split across threads by minivgg itself instead
+  (functional/gemm.py), on Python threads that sleep between products.
 - Numba's pool is its own `workqueue` layer, whose threads sleep between kernels instead
   of spinning (GNU OpenMP, Numba's default where installed, spins and then competes with
   OpenBLAS's threads for the two cores; benchmarks/threading_policy.py compares them, and

@@ -1,0 +1,102 @@
+"""Matrix products on every core without a second spinning thread pool.
+
+OpenBLAS's idle worker threads spin for a while after each multithreaded product; on two
+cores they then take a core from the Numba kernels that run next, and both slow down
+(benchmarks/threading_policy.py). So minivgg runs OpenBLAS single-threaded and splits a
+large product itself: `gemm` cuts the output into one band of rows (or columns) per
+thread, the calling thread computes the first band and a small pool of Python threads the
+others (NumPy releases the GIL inside BLAS). Those threads sleep on a queue between
+products. Each output value is computed whole by one thread with OpenBLAS's own order of
+additions.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import ctypes
+import functools
+
+import numpy as np
+
+# Products below this many multiply-adds run on the calling thread alone: handing a band to
+# another thread costs tens of microseconds.
+MIN_SPLIT_MACS = 2_000_000
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_single_threaded() -> bool:
+    return set_blas_threads(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    import numba
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1), thread_name_prefix="minivgg-gemm")
+
+
+def blas_threads() -> int | None:
+    """The thread count of the OpenBLAS that NumPy loaded, or None where there is none."""
+    getter = _openblas("get_num_threads")
+    return None if getter is None else int(getter())
+
+
+def set_blas_threads(count: int) -> bool:
+    """Set the thread count of the OpenBLAS that NumPy loaded; False where there is none."""
+    setter = _openblas("set_num_threads")
+    if setter is not None:
+        setter.argtypes = [ctypes.c_int]
+        setter(count)
+    return setter is not None
+
+
+def _openblas(name: str):
+    """OpenBLAS's function `name`, from the library NumPy loaded (symbol names differ
+    between builds), or None."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for symbol in (f"scipy_openblas_{name}64_", f"openblas_{name}64_", f"openblas_{name}"):
+            function = getattr(library, symbol, None)
+            if function is not None:
+                function.restype = ctypes.c_int
+                return function
+    return None
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a (M, K) @ b (K, N), into `out` when given, the M or N axis split across threads
+    (any other shapes: np.matmul as it is)."""
+    if a.ndim != 2 or b.ndim != 2:
+        return np.matmul(a, b, out=out)
+    import numba
+    _blas_single_threaded()
+    rows, inner = a.shape
+    columns = b.shape[1]
+    parts = numba.get_num_threads()  # the threads the Numba kernels use (set_num_threads)
+    if parts == 1 or rows * inner * columns < MIN_SPLIT_MACS or max(rows, columns) < 2 * parts:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((rows, columns), np.result_type(a, b))
+    by_rows = rows >= columns
+    length = rows if by_rows else columns
+    edges = [length * i // parts for i in range(parts + 1)]
+
+    def band(i):
+        lo, hi = edges[i], edges[i + 1]
+        if by_rows:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    others = [_pool().submit(band, i) for i in range(1, parts)]
+    band(0)
+    for future in others:
+        future.result()
+    return out
