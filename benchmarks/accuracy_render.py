@@ -11,8 +11,9 @@ from pathlib import Path
 
 import common
 from accuracy_targets import GROUPS, MATCHING_FIELDS, NOTES_MD, Group, Target, all_targets, load_notes
-from minivgg.compare import BENCH_FORMAT, format_duration
+from minivgg.compare import format_duration
 from minivgg.models import Recipe, get_recipe
+from minivgg.run_record import RunRecord
 
 RESULTS_DIR = common.ROOT / "benchmarks" / "results" / "accuracy"
 FIGURES_SUBDIR = "figures"
@@ -42,15 +43,14 @@ def changes_against_current(record: dict) -> dict:
 
 
 def load_results(results_dir: Path) -> list:
+    """The run records of `results_dir` as dicts, each with its file name under "_file" and its
+    changes against the recipe as it is now."""
     records = []
     for path in sorted(Path(results_dir).glob("*.json")):
         try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from None
-        if not isinstance(record, dict) or record.get("format") != BENCH_FORMAT:
-            raise ValueError(f"{path}: not a benchmarks/accuracy.py result (format "
-                             f"{BENCH_FORMAT!r}); move other files out of {results_dir}")
+            record = RunRecord.read(path).to_dict()
+        except ValueError as err:
+            raise ValueError(f"{err}; move other files out of {results_dir}") from None
         record["_file"] = path.name
         record["changes"] = changes_against_current(record)
         records.append(record)

@@ -1,11 +1,10 @@
-"""What every benchmark script shares: where the repository is, which commit and machine a
-result came from, and the marked sections of BENCHMARKS.md that scripts regenerate."""
+"""What the benchmark scripts share: where the repository is (on sys.path, so that they import
+its minivgg), `--set` values, and the marked sections of BENCHMARKS.md that they regenerate.
+Which commit and machine a result came from: minivgg.run_record's git_state() and machine()."""
 from __future__ import annotations
 
 import difflib
-import os
-import platform
-import subprocess
+import json
 import sys
 from pathlib import Path
 
@@ -24,41 +23,19 @@ def relative(path) -> str:
         return str(path)
 
 
-def _git(*args) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_state() -> dict:
-    """The commit the run used. A copy of the tree without .git (e.g. on a borrowed machine)
-    names it in MINIVGG_GIT_COMMIT; its cleanliness is then unknown (None)."""
-    commit = _git("rev-parse", "HEAD")
-    if commit is not None:
-        return {"git_commit": commit, "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
-    return {"git_commit": os.environ.get("MINIVGG_GIT_COMMIT"), "git_dirty": None}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> dict:
-    import numpy
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "usable_cpus": usable, "python": platform.python_version(), "numpy": numpy.__version__,
-            "threads": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                   "MKL_NUM_THREADS") if k in os.environ}}
+def parse_set(items) -> dict:
+    """`--set FIELD=VALUE ...` as {field: value}: JSON values (epochs=3, augment=[]), else the
+    bare word (optimizer=adam); for Recipe.with_changes."""
+    changes = {}
+    for item in items or ():
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--set {item!r}: expected field=value, e.g. --set epochs=2")
+        try:
+            changes[field] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[field] = text
+    return changes
 
 
 class MarkedSection:

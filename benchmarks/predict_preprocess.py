@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -91,12 +90,12 @@ def measure(run_dir, examples: Path | None = None, model_note: str = "") -> dict
                             "by_side": {str(s): round(float(correct[i::len(SIDES)].mean()), 4)
                                         for i, s in enumerate(SIDES)},
                             "seconds": round(time.perf_counter() - start, 2)}
-    from minivgg.experiment import git_commit
+    from minivgg.run_record import git_state, machine
     return {"images": len(labels), "source": "sklearn.datasets.load_digits (UCI optdigits, 8x8)",
             "sides": list(SIDES), "model": meta["model"], "recipe": meta["recipe"]["name"],
             "epochs": meta.get("epoch"), "mnist_test_acc": meta.get("test_acc"),
-            "model_made_by": model_note, "scores": scores, "git_commit": git_commit(),
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "model_made_by": model_note, "scores": scores, "git_commit": git_state()["git_commit"],
+            "machine": machine(),
             "command": f"python benchmarks/predict_preprocess.py run {run_dir}"}
 
 
@@ -112,7 +111,7 @@ def render_section(results_dir: Path = RESULTS_DIR) -> str:
         sides = lambda s: " / ".join(f"{s['by_side'][str(x)]:.3f}" for x in r["sides"])
         lines.append(f"| {r['recipe']}, {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'} ({r['mnist_test_acc']:.4f}) | "
                      f"{r['images']:,} | {a['accuracy']:.4f} | {m['accuracy']:.4f} | {sides(a)} | "
-                     f"{sides(m)} | {r['git_commit']} |")
+                     f"{sides(m)} | {r['git_commit'][:7]} |")
     lines.append("")
     for path in sorted(results_dir.glob("*.json")):
         r = json.loads(path.read_text())
