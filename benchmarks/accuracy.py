@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import common
-from accuracy_render import RESULTS_DIR, stale_diff, write_figures, write_table
+from accuracy_render import RESULTS_DIR, SECTION, render_section, write_figures, write_table
 from accuracy_targets import MATCHING_FIELDS, SCRIPT
 from minivgg.models import RECIPES, Recipe, get_recipe
 from minivgg.run_record import RunRecord, git_state, recipe_changes
@@ -147,14 +147,8 @@ def main(argv=None) -> int:
             changed = write_table(args.results_dir, args.md)
             print(f"{'updated' if changed else 'unchanged'}: {args.md}")
             return 0
-        diff = stale_diff(args.results_dir, args.md)
-        if diff:
-            sys.stdout.write(diff)
-            print(f"\n{args.md}: the accuracy section is stale; run `{SCRIPT} table` and commit it",
-                  file=sys.stderr)
-            return 1
-        print(f"{args.md}: the accuracy section matches {common.relative(args.results_dir)}")
-        return 0
+        return common.MarkedSection(SECTION, args.md).check(
+            render_section(args.results_dir, args.md), f"{SCRIPT} table")
     except (KeyboardInterrupt, TrainingInterrupted) as err:
         print(f"benchmarks/accuracy.py: interrupted ({err or 'Ctrl-C'}); the runs that finished "
               f"kept their JSON files", file=sys.stderr)

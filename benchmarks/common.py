@@ -38,12 +38,20 @@ def parse_set(items) -> dict:
     return changes
 
 
+def short_commit() -> str:
+    """The short hash of the commit whose minivgg the script imported, for a table."""
+    from minivgg.run_record import git_state
+
+    return (git_state()["git_commit"] or "unknown")[:7]
+
+
 class MarkedSection:
     """The text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in a markdown file, which
     one script owns and regenerates; everything around it is left as it is."""
 
     def __init__(self, name: str, path: Path = BENCHMARKS_MD):
-        self.begin, self.end, self.path = f"<!-- {name}:begin -->", f"<!-- {name}:end -->", Path(path)
+        self.name, self.path = name, Path(path)
+        self.begin, self.end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
     def _split(self) -> tuple[str, str, str]:
         text = self.path.read_text()
@@ -74,3 +82,15 @@ class MarkedSection:
         return "".join(difflib.unified_diff(old.splitlines(True), body.splitlines(True),
                                             f"{self.path.name} (committed)",
                                             f"{self.path.name} (generated)"))
+
+    def check(self, body: str, fix: str) -> int:
+        """A script's --check: 0 when the committed section equals `body`; else print the diff
+        and what to run (`fix`), and return 1."""
+        diff = self.stale_diff(body)
+        if diff:
+            sys.stdout.write(diff)
+            print(f"\n{self.path}: the {self.name} section is stale; run `{fix}` and commit it",
+                  file=sys.stderr)
+            return 1
+        print(f"{self.path}: the {self.name} section matches its results")
+        return 0

@@ -11,6 +11,7 @@ predict did before) and on.
 
     python benchmarks/predict_preprocess.py run RUN_DIR     # -> results/preprocess/<name>.json
     python benchmarks/predict_preprocess.py table           # rewrite BENCHMARKS.md's section
+    python benchmarks/predict_preprocess.py check           # exit 1 if that section is stale
 
 scikit-learn is needed only to run it (pip install scikit-learn), not by minivgg.
 """
@@ -23,14 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-RESULTS_DIR = ROOT / "benchmarks" / "results" / "preprocess"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- preprocess:begin -->", "<!-- preprocess:end -->"
+RESULTS_DIR = common.ROOT / "benchmarks" / "results" / "preprocess"
 SIDES = (28, 56, 112)
 
 
@@ -123,18 +120,6 @@ def render_section(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(md_path: Path = BENCHMARKS_MD) -> None:
-    from minivgg.fsutil import atomic_write_path
-
-    text = md_path.read_text()
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"{md_path}: expected one {BEGIN} ... {END} pair")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    with atomic_write_path(md_path) as tmp:
-        Path(tmp).write_text(head + BEGIN + "\n" + render_section() + END + tail)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,17 +128,22 @@ def main(argv=None) -> int:
     run.add_argument("--name", default=None, help="JSON file name (default: the run folder's name)")
     run.add_argument("--examples", type=Path, help="also copy the first six PNGs here")
     run.add_argument("--model-note", default="", help="how the model was trained, for the table")
+    run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     sub.add_parser("table", help="rewrite BENCHMARKS.md's section from the JSON files")
+    sub.add_parser("check", help="exit 1 if BENCHMARKS.md's section is stale")
     args = parser.parse_args(argv)
+    section = common.MarkedSection("preprocess")
     if args.command == "run":
         result = measure(args.run_dir, args.examples, args.model_note)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"{args.name or Path(args.run_dir).resolve().name}.json"
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        out = args.results_dir / f"{args.name or Path(args.run_dir).resolve().name}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["scores"], indent=2))
         print(f"wrote {out}")
+    elif args.command == "check":
+        return section.check("\n" + render_section(), "python benchmarks/predict_preprocess.py table")
     else:
-        write_table()
+        section.write("\n" + render_section())
     return 0
 
 
