@@ -69,17 +69,8 @@ class Recipe:
                                       # fixed size, else the folder's most common side)
 
     def override(self, **changes) -> "Recipe":
-        """A copy with the given fields changed (None values are ignored: flag not given)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown recipe field(s) {unknown}; valid: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
-        if "iters" in changes and "epochs" not in changes:
-            changes["epochs"] = None
-        if "epochs" in changes and "iters" not in changes:
-            changes["iters"] = None
-        return dataclasses.replace(self, **changes)
+        """A copy with the given fields changed; None values are ignored (a flag not given)."""
+        return self.with_changes(**{k: v for k, v in changes.items() if v is not None})
 
     def with_changes(self, **changes) -> "Recipe":
         """A copy with fields set from JSON values (lists where the recipe keeps tuples), as a
