@@ -81,9 +81,9 @@ class Recipe:
             raise ValueError(f"unknown recipe field(s) {unknown}; valid: "
                              f"{[f.name for f in dataclasses.fields(self)]}")
         d = self.to_dict()
-        if "iters" in changes and "epochs" not in changes:
-            d["epochs"] = None
-        if "epochs" in changes and "iters" not in changes:
+        if changes.get("iters") is not None and "epochs" not in changes:
+            d["epochs"] = None    # a length in iterations replaces one in epochs, and back
+        if changes.get("epochs") is not None and "iters" not in changes:
             d["iters"] = None
         return Recipe.from_dict({**d, **changes})
 
@@ -104,7 +104,7 @@ class Recipe:
         d = dict(d)
         d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
         d["milestones"] = tuple(d.get("milestones", ()))
-        d["augment"] = tuple(dict(a) for a in d.get("augment", ()))
+        d["augment"] = tuple(dict(a) for a in d.get("augment") or ())
         d["train_epochs_of"] = tuple((str(k), int(n)) for k, n in d.get("train_epochs_of", ()))
         return cls(**d)
 
