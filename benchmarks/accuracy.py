@@ -1,5 +1,6 @@
 """Accuracy benchmarks: train the published recipes (and ours) on the real datasets, keep one
-JSON per run, and regenerate the accuracy section of BENCHMARKS.md from those files alone.
+run record (minivgg.run_record) per run, and regenerate the accuracy section of BENCHMARKS.md
+from those files alone.
 
     python benchmarks/accuracy.py run NAME... [--seeds 0 1 2] [--batch-size B ...]
                                   [--set field=value ...] [--out-dir DIR] [--runs-dir DIR]
