@@ -1,11 +1,10 @@
-"""What every benchmark script shares: where the repository is, which commit and machine a
-result came from, and the marked sections of BENCHMARKS.md that scripts regenerate."""
+"""What the benchmark scripts share: where the repository is (on sys.path, so that they import
+its minivgg), `--set` values, and the marked sections of BENCHMARKS.md that they regenerate.
+Which commit and machine a result came from: minivgg.run_record's git_state() and machine()."""
 from __future__ import annotations
 
 import difflib
-import os
-import platform
-import subprocess
+import json
 import sys
 from pathlib import Path
 
@@ -24,41 +23,26 @@ def relative(path) -> str:
         return str(path)
 
 
-def _git(*args) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+def parse_set(items) -> dict:
+    """`--set FIELD=VALUE ...` as {field: value}: JSON values (epochs=3, augment=[]), else the
+    bare word (optimizer=adam); for Recipe.with_changes."""
+    changes = {}
+    for item in items or ():
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--set {item!r}: expected field=value, e.g. --set epochs=2")
+        try:
+            changes[field] = json.loads(text)
+        except json.JSONDecodeError:
+            changes[field] = text
+    return changes
 
 
-def git_state() -> dict:
-    """The commit the run used. A copy of the tree without .git (e.g. on a borrowed machine)
-    names it in MINIVGG_GIT_COMMIT; its cleanliness is then unknown (None)."""
-    commit = _git("rev-parse", "HEAD")
-    if commit is not None:
-        return {"git_commit": commit, "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
-    return {"git_commit": os.environ.get("MINIVGG_GIT_COMMIT"), "git_dirty": None}
+def short_commit() -> str:
+    """The short hash of the commit whose minivgg the script imported, for a table."""
+    from minivgg.run_record import git_state
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> dict:
-    import numpy
-
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
-            "usable_cpus": usable, "python": platform.python_version(), "numpy": numpy.__version__,
-            "threads": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                   "MKL_NUM_THREADS") if k in os.environ}}
+    return (git_state()["git_commit"] or "unknown")[:7]
 
 
 class MarkedSection:
@@ -66,7 +50,8 @@ class MarkedSection:
     one script owns and regenerates; everything around it is left as it is."""
 
     def __init__(self, name: str, path: Path = BENCHMARKS_MD):
-        self.begin, self.end, self.path = f"<!-- {name}:begin -->", f"<!-- {name}:end -->", Path(path)
+        self.name, self.path = name, Path(path)
+        self.begin, self.end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
     def _split(self) -> tuple[str, str, str]:
         text = self.path.read_text()
@@ -97,3 +82,15 @@ class MarkedSection:
         return "".join(difflib.unified_diff(old.splitlines(True), body.splitlines(True),
                                             f"{self.path.name} (committed)",
                                             f"{self.path.name} (generated)"))
+
+    def check(self, body: str, fix: str) -> int:
+        """A script's --check: 0 when the committed section equals `body`; else print the diff
+        and what to run (`fix`), and return 1."""
+        diff = self.stale_diff(body)
+        if diff:
+            sys.stdout.write(diff)
+            print(f"\n{self.path}: the {self.name} section is stale; run `{fix}` and commit it",
+                  file=sys.stderr)
+            return 1
+        print(f"{self.path}: the {self.name} section matches its results")
+        return 0

@@ -9,7 +9,7 @@ time would miss), so that other processes on a shared machine disturb it little.
 repetitions. Usage:
 
     python benchmarks/conv_paths.py [--batch 128] [--repeat 7]   # measure, write JSON, render
-    python benchmarks/conv_paths.py --render-only
+    python benchmarks/conv_paths.py --render-only                 # or --check: is it stale?
 
 Writes benchmarks/results/speed/conv_paths.json and the "Convolution paths" part of
 BENCHMARKS.md's speed section.
@@ -20,29 +20,25 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_var] = "1"  # before NumPy and Numba load their thread pools
+from threads import THREAD_VARIABLES
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
+for _name in THREAD_VARIABLES:
+    os.environ[_name] = "1"  # before NumPy and Numba load their thread pools
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
 import minivgg  # noqa: E402
 import minivgg.functional as F  # noqa: E402
 from minivgg.functional import conv as conv_module  # noqa: E402
+from minivgg.run_record import cpu_name  # noqa: E402
 
-RESULT = HERE / "results" / "speed" / "conv_paths.json"
-BENCHMARKS = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- conv-paths:begin -->", "<!-- conv-paths:end -->"
+RESULT = common.ROOT / "benchmarks" / "results" / "speed" / "conv_paths.json"
 
 # (in channels, out channels, input side, padding, where it occurs)
 LAYERS = [
@@ -98,8 +94,8 @@ def measure(batch: int, repeat: int) -> list:
 
 
 def render(result: dict) -> str:
-    lines = [BEGIN, "",
-             "### Convolution paths (3x3 stride-1 layers, forward + backward)", "",
+    """The text between the conv-paths markers of BENCHMARKS.md."""
+    lines = ["", "### Convolution paths (3x3 stride-1 layers, forward + backward)", "",
              f"Produced by `{result['command']}` on {result['date']} (commit {result['commit']}): "
              f"batch {result['batch']}, 1 thread, the process's CPU time, median of "
              f"{result['repeat']}. {result['machine']}. The path conv2d takes is in bold.", "",
@@ -117,45 +113,34 @@ def render(result: dict) -> str:
         best_gemm = min(ms["im2col"], ms["rows"])
         lines.append(f"| {row['where']} | {row['in']} -> {row['out']} | {row['side']}x{row['side']} | "
                      + " | ".join(cells) + f" | {best_gemm / ms['direct']:.2f}x |")
-    lines += ["", END]
-    return "\n".join(lines)
+    return "\n" + "\n".join(lines) + "\n\n"
 
 
-def write_benchmarks(result: dict) -> None:
-    text = BENCHMARKS.read_text()
-    section = render(result)
-    if BEGIN in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        # after the section speed.py generates (which it rewrites whole)
-        at = text.index("<!-- speed:end -->") + len("<!-- speed:end -->")
-        text = text[:at] + "\n\n" + section + text[at:]
-    BENCHMARKS.write_text(text)
-
-
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--render-only", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, default=RESULT)
+    parser.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--render-only", action="store_true", help="rewrite the section from --json")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the section is stale")
+    args = parser.parse_args(argv)
+    section = common.MarkedSection("conv-paths", args.markdown)
+    if args.check:
+        return section.check(render(json.loads(args.json.read_text())),
+                             "python benchmarks/conv_paths.py --render-only")
     if not args.render_only:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True).stdout.strip()
-        cpu = next((line.split(":", 1)[1].strip() for line in
-                    Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
         result = {"command": "python benchmarks/conv_paths.py"
                   + (f" --batch {args.batch}" if args.batch != 128 else ""),
                   "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "commit": commit, "batch": args.batch, "repeat": args.repeat,
-                  "machine": f"{cpu}, {os.cpu_count()} cores, load average at start "
+                  "commit": common.short_commit(), "batch": args.batch, "repeat": args.repeat,
+                  "machine": f"{cpu_name()}, {os.cpu_count()} cores, load average at start "
                              f"{os.getloadavg()[0]:.1f}",
                   "rows": measure(args.batch, args.repeat)}
-        RESULT.parent.mkdir(parents=True, exist_ok=True)
-        RESULT.write_text(json.dumps(result, indent=1) + "\n")
-    write_benchmarks(json.loads(RESULT.read_text()))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    section.write(render(json.loads(args.json.read_text())))
     return 0
 
 

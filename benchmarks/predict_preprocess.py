@@ -11,6 +11,7 @@ predict did before) and on.
 
     python benchmarks/predict_preprocess.py run RUN_DIR     # -> results/preprocess/<name>.json
     python benchmarks/predict_preprocess.py table           # rewrite BENCHMARKS.md's section
+    python benchmarks/predict_preprocess.py check           # exit 1 if that section is stale
 
 scikit-learn is needed only to run it (pip install scikit-learn), not by minivgg.
 """
@@ -18,20 +19,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-RESULTS_DIR = ROOT / "benchmarks" / "results" / "preprocess"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- preprocess:begin -->", "<!-- preprocess:end -->"
+RESULTS_DIR = common.ROOT / "benchmarks" / "results" / "preprocess"
 SIDES = (28, 56, 112)
 
 
@@ -91,12 +87,12 @@ def measure(run_dir, examples: Path | None = None, model_note: str = "") -> dict
                             "by_side": {str(s): round(float(correct[i::len(SIDES)].mean()), 4)
                                         for i, s in enumerate(SIDES)},
                             "seconds": round(time.perf_counter() - start, 2)}
-    from minivgg.experiment import git_commit
+    from minivgg.run_record import git_state, machine
     return {"images": len(labels), "source": "sklearn.datasets.load_digits (UCI optdigits, 8x8)",
             "sides": list(SIDES), "model": meta["model"], "recipe": meta["recipe"]["name"],
             "epochs": meta.get("epoch"), "mnist_test_acc": meta.get("test_acc"),
-            "model_made_by": model_note, "scores": scores, "git_commit": git_commit(),
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "model_made_by": model_note, "scores": scores, "git_commit": git_state()["git_commit"],
+            "machine": machine(),
             "command": f"python benchmarks/predict_preprocess.py run {run_dir}"}
 
 
@@ -112,7 +108,7 @@ def render_section(results_dir: Path = RESULTS_DIR) -> str:
         sides = lambda s: " / ".join(f"{s['by_side'][str(x)]:.3f}" for x in r["sides"])
         lines.append(f"| {r['recipe']}, {r['epochs']} epoch{'' if r['epochs'] == 1 else 's'} ({r['mnist_test_acc']:.4f}) | "
                      f"{r['images']:,} | {a['accuracy']:.4f} | {m['accuracy']:.4f} | {sides(a)} | "
-                     f"{sides(m)} | {r['git_commit']} |")
+                     f"{sides(m)} | {r['git_commit'][:7]} |")
     lines.append("")
     for path in sorted(results_dir.glob("*.json")):
         r = json.loads(path.read_text())
@@ -124,18 +120,6 @@ def render_section(results_dir: Path = RESULTS_DIR) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(md_path: Path = BENCHMARKS_MD) -> None:
-    from minivgg.fsutil import atomic_write_path
-
-    text = md_path.read_text()
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise ValueError(f"{md_path}: expected one {BEGIN} ... {END} pair")
-    head, rest = text.split(BEGIN)
-    _, tail = rest.split(END)
-    with atomic_write_path(md_path) as tmp:
-        Path(tmp).write_text(head + BEGIN + "\n" + render_section() + END + tail)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -144,17 +128,22 @@ def main(argv=None) -> int:
     run.add_argument("--name", default=None, help="JSON file name (default: the run folder's name)")
     run.add_argument("--examples", type=Path, help="also copy the first six PNGs here")
     run.add_argument("--model-note", default="", help="how the model was trained, for the table")
+    run.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     sub.add_parser("table", help="rewrite BENCHMARKS.md's section from the JSON files")
+    sub.add_parser("check", help="exit 1 if BENCHMARKS.md's section is stale")
     args = parser.parse_args(argv)
+    section = common.MarkedSection("preprocess")
     if args.command == "run":
         result = measure(args.run_dir, args.examples, args.model_note)
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"{args.name or Path(args.run_dir).resolve().name}.json"
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        out = args.results_dir / f"{args.name or Path(args.run_dir).resolve().name}.json"
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result["scores"], indent=2))
         print(f"wrote {out}")
+    elif args.command == "check":
+        return section.check("\n" + render_section(), "python benchmarks/predict_preprocess.py table")
     else:
-        write_table()
+        section.write("\n" + render_section())
     return 0
 
 

@@ -31,18 +31,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE))   # its sibling modules, also when a test loads it by path
 
 if __name__ == "__main__":
     from threads import pin_threads  # before NumPy loads OpenBLAS
     pin_threads(sys.argv[1:])
 
+import common  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from minivgg.data import get_dataset_info, load_dataset  # noqa: E402
 from minivgg.experiment import make_optimizer, make_scheduler, make_train_loader  # noqa: E402
 from minivgg.models import build, get_recipe  # noqa: E402
+from minivgg.run_record import git_state, machine  # noqa: E402
 from minivgg.train import Callback, Trainer  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "speed" / "time_to_accuracy.json"
@@ -261,7 +262,6 @@ def run_torch(setup: Setup, target: float, epochs: int, log, threads: int) -> di
 def plot(data: dict, path: Path) -> None:
     """Test accuracy after each epoch against wall time, one line per framework."""
     from minivgg.plots import plot_accuracy_vs_time
-    sys.path.insert(0, str(HERE))
     from speed import TIME_TO_ACCURACY_TARGET_S
     series = [(f"{name}, {len(result['epochs'])} epochs",
                [e["elapsed_s"] for e in result["epochs"]], [e["test_acc"] for e in result["epochs"]])
@@ -278,26 +278,6 @@ def figure_path(json_path: Path) -> Path:
 
 # ---- main ------------------------------------------------------------------------------------
 
-def parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def make_recipe(name: str, settings: list):
-    changes = {}
-    for item in settings:
-        if "=" not in item:
-            raise SystemExit(f"--set expects FIELD=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        changes[key] = parse_value(value)
-    for key in ("betas", "milestones"):
-        if isinstance(changes.get(key), list):
-            changes[key] = tuple(changes[key])
-    return get_recipe(name).override(**changes) if changes else get_recipe(name)
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -312,7 +292,7 @@ def main(argv=None) -> int:
     p.add_argument("--limit-train", type=int, help="use only the first N training images (smoke tests)")
     p.add_argument("--limit-test", type=int, help="use only the first N test images (smoke tests)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
-    p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md",
+    p.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD,
                    help="whose speed section is regenerated when --json is the default")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
     p.add_argument("--plot-only", action="store_true",
@@ -326,7 +306,10 @@ def main(argv=None) -> int:
         print(f"wrote {figure_path(args.json)}")
         return 0
 
-    recipe = make_recipe(args.recipe, args.set)
+    try:
+        recipe = get_recipe(args.recipe).with_changes(**common.parse_set(args.set))
+    except ValueError as err:
+        raise SystemExit(f"--set: {err}") from None
     if recipe.iters:
         raise SystemExit(f"recipe {recipe.name} is iteration-based; time to accuracy needs epochs")
     epochs = args.max_epochs or recipe.epochs
@@ -353,14 +336,14 @@ def main(argv=None) -> int:
             "recipe": recipe.to_dict(), "target": args.target, "max_epochs": epochs,
             "threads": args.threads, "train_images": int(len(setup.train[1])),
             "test_images": int(len(setup.test[1])), "data_load_s": setup.load_s,
-            "loadavg_end": list(os.getloadavg()), "results": results}
+            "loadavg_end": list(os.getloadavg()), **git_state(), "machine": machine(),
+            "results": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(data, indent=1) + "\n")
     plot(data, figure_path(args.json))
     print(f"wrote {args.json} and {figure_path(args.json)}")
     speed_json = DEFAULT_JSON.parent / "speed.json"
     if not args.no_markdown and args.json.resolve() == DEFAULT_JSON.resolve() and speed_json.exists():
-        sys.path.insert(0, str(HERE))
         import speed
         speed.render_from_files(speed_json, args.markdown)
         print(f"regenerated the speed section of {args.markdown}")

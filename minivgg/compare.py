@@ -1,8 +1,8 @@
 """Compare finished (or running) training runs: one overlay figure and a table of figures.
 
 A run is either a run directory written by `minivgg train` / `run_recipe` (results.json,
-else metrics.csv + config.json while it is still training) or one JSON file written by
-`benchmarks/accuracy.py` (which carries the same history). The overlay is
+else metrics.csv + config.json while it is still training) or one run record's JSON file
+(minivgg.run_record: a results.json, or a result of `benchmarks/accuracy.py`). The overlay is
 `plots.plot_compare` (train/test loss and accuracy per epoch); runs counted in iterations
 also get a second figure, `<out>-iterations.png`, of their training loss per iteration,
 because their per-epoch curves have only one or two points.
@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from . import plots
 from .fsutil import atomic_write_path
-
-BENCH_FORMAT = "minivgg-accuracy-bench"
-_CURVE_POINTS = 200   # an iteration-loss curve is averaged down to about this many points
+from .run_record import RunRecord, iteration_loss_curve
 
 
 @dataclass
@@ -50,25 +46,7 @@ class RunSummary:
     iteration_loss: tuple | None = field(repr=False, default=None)   # (iterations, losses)
 
 
-# ---- iteration losses ------------------------------------------------------------------------
-def iteration_loss_curve(iter_log, points: int = _CURVE_POINTS) -> tuple[list, list]:
-    """Average an (iteration, loss, ms) log over consecutive windows: about `points` points.
-
-    Each point is (last iteration of the window, mean loss over the window), so the curve
-    is smooth without an exponential average's lag and small enough to keep in a JSON file.
-    """
-    rows = [row for row in iter_log if math.isfinite(float(row[1]))]
-    if not rows:
-        return [], []
-    window = max(1, math.ceil(len(rows) / points))
-    iterations, losses = [], []
-    for start in range(0, len(rows), window):
-        chunk = rows[start:start + window]
-        iterations.append(int(chunk[-1][0]))
-        losses.append(round(float(np.mean([row[1] for row in chunk])), 5))
-    return iterations, losses
-
-
+# ---- loading -----------------------------------------------------------------------------------
 def read_iteration_log(run_dir) -> list:
     """The per-iteration [iteration, loss, ms] rows of a run directory's iterations.csv;
     [] when the run was counted in epochs."""
@@ -79,7 +57,6 @@ def read_iteration_log(run_dir) -> list:
     return [[row["iteration"], row["loss"], row["step_ms"]] for row in rows]
 
 
-# ---- loading -----------------------------------------------------------------------------------
 def _number(text: str):
     if text == "":
         return None
@@ -122,7 +99,7 @@ def _summary(label, path, results: dict, history: list, iteration_loss, finished
     best_acc, best_epoch = _best(history)
     return RunSummary(label=label, path=Path(path), recipe=recipe if isinstance(recipe, str) else None,
                       dataset=results.get("dataset"), iteration_based=iteration_based,
-                      epochs_run=results.get("epochs_run", len(history)), iterations=iterations,
+                      epochs_run=results.get("epochs_run") or len(history), iterations=iterations,
                       final_test_acc=results.get("final_test_acc"), best_test_acc=best_acc,
                       best_epoch=best_epoch, wall_time_s=results.get("wall_time_s"),
                       finished=finished, history=history, iteration_loss=iteration_loss)
@@ -147,25 +124,21 @@ def _load_run_dir(path: Path, label: str) -> RunSummary:
     return _summary(label, path, results, history, iteration_loss, finished=False)
 
 
-def _load_bench_json(path: Path, label: str) -> RunSummary:
-    results = _read_json(path, "the benchmark result")
-    if results.get("format") != BENCH_FORMAT:
-        raise ValueError(f"{path}: not a run: a JSON file must be a result written by "
-                         f"benchmarks/accuracy.py (format {BENCH_FORMAT!r}), got format "
-                         f"{results.get('format')!r}")
-    curve = results.get("train_loss_by_iteration")
+def _load_record_json(path: Path, label: str) -> RunSummary:
+    results = RunRecord.read(path).to_dict()
+    curve = results["train_loss_by_iteration"]
     iteration_loss = (curve["iterations"], curve["loss"]) if curve else None
-    return _summary(label, path, results, results.get("history") or [], iteration_loss,
-                    finished=results.get("status", "completed") == "completed")
+    return _summary(label, path, results, results["history"], iteration_loss,
+                    finished=results["status"] == "completed")
 
 
 def load_run(path, label: str | None = None) -> RunSummary:
     """Read one run: a run directory (results.json, or metrics.csv while it trains) or a
-    JSON file written by benchmarks/accuracy.py."""
+    run record's JSON file."""
     path = Path(os.fspath(path))
     label = label or (path.stem if path.is_file() else path.name)
     if path.is_file() and path.suffix == ".json":
-        return _load_bench_json(path, label)
+        return _load_record_json(path, label)
     if not path.is_dir():
         raise ValueError(f"{path}: no such run directory (give folders written by `minivgg train`, "
                          f"such as runs/mnist_5k-20261122-193000)")
@@ -258,5 +231,5 @@ def format_table(runs: list) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RunSummary", "load_run", "compare_runs", "format_table", "iteration_loss_curve",
-           "read_iteration_log", "format_duration", "plot_iteration_losses", "iterations_figure_path"]
+__all__ = ["RunSummary", "load_run", "compare_runs", "format_table", "read_iteration_log",
+           "format_duration", "plot_iteration_losses", "iterations_figure_path"]

@@ -1,7 +1,8 @@
 """One training run from a Recipe: builds the pieces, owns the run directory.
 
 A run directory (never overwritten) holds config.json, train.log, metrics.csv,
-curves.png, confusion.png, results.json, model.safetensors (final weights, torch names),
+curves.png, confusion.png, results.json (the run record: minivgg.run_record),
+model.safetensors (final weights, torch names),
 checkpoints/last.resume.safetensors (everything needed to continue with --resume) and,
 with a validation split, checkpoints/best.safetensors (the best validation epoch's weights).
 """
@@ -11,8 +12,6 @@ import csv
 import datetime as _dt
 import json
 import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from .data import transforms as T
 from .fsutil import atomic_write_path
 from .models import Recipe, build, get_model_spec
 from .optim import lr_scheduler
+from .run_record import RunRecord
 from .train import Callback, Trainer, TrainingDiverged
 from .whitening import init_patch_whitening_
 
@@ -239,15 +239,6 @@ def write_csv(path: Path, header: list, rows: list) -> None:
             writer.writerows(rows)
 
 
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 class RunLog:
     """Prints a line and appends it to train.log (through tqdm so bars stay intact)."""
 
@@ -263,13 +254,17 @@ class RunLog:
 
 
 class RunFiles(Callback):
-    """Writes metrics, curves and the resume checkpoint as the run goes."""
+    """The run directory's files: metrics, curves and the resume checkpoint as the run goes;
+    at its end the final weights, the confusion matrix and results.json (the run's
+    RunRecord, which `record` holds)."""
 
-    def __init__(self, run_dir: Path, metadata: dict, log):
+    def __init__(self, run_dir: Path, metadata: dict, log, record: RunRecord, test_labels=None):
         self.run_dir, self.metadata, self.log = run_dir, metadata, log
+        self.record, self.test_labels = record, test_labels
         self.resume_path = run_dir / "checkpoints" / RESUME_NAME
         self.best_path = run_dir / "checkpoints" / BEST_NAME
         self.resume_path.parent.mkdir(exist_ok=True)
+        self.start = None
 
     def save_resume(self, trainer) -> None:
         save_trainer_checkpoint(self.resume_path, trainer, self.metadata)
@@ -284,17 +279,23 @@ class RunFiles(Callback):
         if st.history:
             plots.plot_curves(st.history, self.run_dir / "curves.png", title=self.metadata["recipe"]["name"])
 
+    def save_weights(self, trainer, path, metadata: dict) -> None:
+        """The weights evaluation scores (the EMA's when there is one) as a model file."""
+        if trainer.ema is not None:
+            with trainer.ema.swapped_in():
+                checkpoint.save_weights(path, trainer.model, metadata)
+        else:
+            checkpoint.save_weights(path, trainer.model, metadata)
+
     def save_best(self, trainer, record) -> None:
         """checkpoints/best.safetensors: the weights of the best validation epoch so far, a
         model file like model.safetensors (load_model, eval, predict take it)."""
-        meta = dict(self.metadata, epoch=record["epoch"], iteration=record["iteration"],
-                    val_loss=record["val_loss"], val_acc=record["val_acc"],
-                    ema=trainer.ema is not None)
-        if trainer.ema is not None:
-            with trainer.ema.swapped_in():
-                checkpoint.save_weights(self.best_path, trainer.model, meta)
-        else:
-            checkpoint.save_weights(self.best_path, trainer.model, meta)
+        self.save_weights(trainer, self.best_path, dict(
+            self.metadata, epoch=record["epoch"], iteration=record["iteration"],
+            val_loss=record["val_loss"], val_acc=record["val_acc"], ema=trainer.ema is not None))
+
+    def on_train_begin(self, trainer):
+        self.start = time.perf_counter()
 
     def on_epoch_end(self, trainer, record):
         if record["val_loss"] is not None and trainer.state.best_epoch == record["epoch"]:
@@ -312,6 +313,27 @@ class RunFiles(Callback):
         self.write_curves(trainer)
         self.log(f"the last good checkpoint is {self.resume_path}" if self.resume_path.exists()
                  else "no checkpoint was written before the loss diverged")
+
+    def on_train_end(self, trainer):
+        wall = time.perf_counter() - self.start
+        st, final = trainer.state, trainer.last_test
+        self.save_weights(trainer, self.run_dir / "model.safetensors", dict(
+            self.metadata, epoch=st.epoch, iteration=st.iteration,
+            test_acc=final["acc"] if final else None, ema=trainer.ema is not None))
+        per_class = None
+        if final is not None:
+            classes = self.metadata["class_names"]
+            matrix = plots.confusion_matrix(self.test_labels, final["predictions"], len(classes))
+            plots.plot_confusion_matrix(matrix, classes, self.run_dir / "confusion.png")
+            per_class = (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()
+        self.record.end(st, num_parameters=trainer.model.num_parameters(), wall_time_s=wall,
+                        final=final, per_class_test_acc=per_class)
+        self.record.write(self.run_dir / "results.json")
+        if final is not None:
+            self.log(f"final test accuracy {final['acc']:.4f} (loss {final['loss']:.4f}) after "
+                     f"{st.epoch} epoch(s), {st.iteration} iterations, {wall:.1f}s")
+        self.log(f"wrote {self.run_dir}: model.safetensors, results.json, metrics.csv, curves.png, "
+                 f"{'confusion.png, ' if final is not None else ''}train.log")
 
 
 # ---- the run ----------------------------------------------------------------------------------
@@ -398,17 +420,19 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     if resume is None:
         run_dir = new_run_dir(out, recipe.name)
     log = trainer.log = RunLog(run_dir / "train.log", echo=echo)
+    record = RunRecord.begin(recipe, run_dir=str(run_dir))
     metadata = {
         "format": "minivgg-run", "recipe": recipe.to_dict(), "model": recipe.model,
         "dataset": recipe.dataset, "num_classes": len(info.classes), "class_names": list(info.classes),
         "input_shape": list(info.shape),
         "mean": list(info.mean), "std": list(info.std),
-        "num_parameters": model.num_parameters(), "git_commit": git_commit(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus".strip(),
+        "num_parameters": model.num_parameters(), "git_commit": record.git_commit,
+        "machine": record.machine,
     }
     if resume is None:
         write_json(run_dir / "config.json", metadata)
-    trainer.callbacks.append(RunFiles(run_dir, metadata, log))
+    trainer.callbacks.append(RunFiles(run_dir, metadata, log, record,
+                                      test_data[1] if test_data else None))
     trainer.callbacks.extend(callbacks)
     if resume_state is not None:
         trainer.load_state_dict(resume_state)
@@ -421,45 +445,9 @@ def run_recipe(recipe: Recipe, *, data_dir=None, out="runs", resume=None, downlo
     for note in notes:
         log(note)
 
-    start = time.perf_counter()
     trainer.fit()
-    wall = time.perf_counter() - start
-
-    final = trainer.last_test if getattr(trainer, "last_test", None) else None
-    weights_meta = dict(metadata, epoch=trainer.state.epoch, iteration=trainer.state.iteration,
-                        test_acc=final["acc"] if final else None, ema=bool(recipe.ema))
-    if trainer.ema is not None:
-        with trainer.ema.swapped_in():
-            checkpoint.save_weights(run_dir / "model.safetensors", model, weights_meta)
-    else:
-        checkpoint.save_weights(run_dir / "model.safetensors", model, weights_meta)
-    if final is not None:
-        matrix = plots.confusion_matrix(test_data[1], final["predictions"], len(info.classes))
-        plots.plot_confusion_matrix(matrix, list(info.classes), run_dir / "confusion.png")
-        per_class = (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()
-    else:
-        per_class = None
-    history = trainer.state.history
-    results = {
-        "recipe": recipe.name, "model": recipe.model, "dataset": recipe.dataset,
-        "num_parameters": model.num_parameters(), "seed": recipe.seed,
-        "epochs_run": trainer.state.epoch, "iterations": trainer.state.iteration,
-        "final_test_acc": final["acc"] if final else None,
-        "final_test_loss": final["loss"] if final else None,
-        "per_class_test_acc": per_class,
-        "stopped_early": trainer.state.stopped_early,
-        "restored_epoch": trainer.state.restored_epoch or None,
-        "wall_time_s": round(wall, 2), "history": history,
-        "git_commit": metadata["git_commit"], "machine": metadata["machine"],
-    }
-    write_json(run_dir / "results.json", results)
-    if final is not None:
-        log(f"final test accuracy {final['acc']:.4f} (loss {final['loss']:.4f}) after "
-            f"{trainer.state.epoch} epoch(s), {trainer.state.iteration} iterations, {wall:.1f}s")
-    log(f"wrote {run_dir}: model.safetensors, metrics.csv, curves.png, "
-        f"{'confusion.png, ' if final is not None else ''}train.log")
-    return RunResult(run_dir, history, results["final_test_acc"], results["final_test_loss"], wall,
-                     trainer.state.stopped_early)
+    return RunResult(run_dir, record.history, record.final_test_acc, record.final_test_loss,
+                     record.wall_time_s, record.stopped_early)
 
 
 __all__ = ["run_recipe", "RunResult", "make_trainer", "make_optimizer", "make_scheduler", "make_transform",

@@ -193,15 +193,13 @@ def predict_files(path, files, top_k=3, invert="auto", tta_flip=None, tta_shift=
 def plot_seen(files, seen: np.ndarray, predictions: list[dict], path=None):
     """Each file as it is (resized for the page) beside the image the net saw, captioned with
     the prediction; returns the Figure."""
-    from pathlib import Path as _Path
-
     from .inspect_plots import plot_image_grid
 
     c, h, w = seen.shape[1:]
     tiles, captions = [], []
     for f, s, r in zip(files, seen, predictions):
         tiles += [load_image(f, c, h, invert=False), s]
-        name = _Path(f).name
+        name = Path(f).name
         captions += [name if len(name) <= 14 else name[:13] + "…", f"saw -> {r['prediction']}"]
     return plot_image_grid(np.stack(tiles), captions, path, columns=min(8, len(tiles)),
                            title="each file, and what the net saw with its prediction")

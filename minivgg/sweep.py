@@ -333,14 +333,7 @@ def apply_changes(recipe: Recipe, changes: dict) -> Recipe:
     plain, nested = {}, {}
     for key, value in changes.items():
         (nested if "." in key else plain)[key] = value
-    for key in ("betas", "milestones"):
-        if isinstance(plain.get(key), list):
-            plain[key] = tuple(plain[key])
-    if "augment" in plain:
-        plain["augment"] = tuple(dict(a) for a in plain["augment"] or ())
-    # Recipe.override ignores None ("flag not given"); a sweep may set a field to None on purpose
-    nulls = {k: None for k, v in plain.items() if v is None}
-    recipe = dataclasses.replace(recipe.override(**plain), **nulls)
+    recipe = recipe.with_changes(**plain)   # None sets a field to None, as a sweep may want
     for key, value in nested.items():
         name, index, argument = _split_transform_key(key, recipe, "recipe change")
         transforms = [dict(t) for t in getattr(recipe, name)]

@@ -207,6 +207,7 @@ class Trainer:
         # Keras' EarlyStopping(restore_best_weights=True): on by default when patience is set
         self.restore_best_weights = bool(patience) if restore_best_weights is None else restore_best_weights
         self.best_weights = None  # the evaluated weights of the best validation epoch
+        self.last_test = None     # the latest test-set evaluation ({"acc", "loss", "predictions"})
         self.progress = progress_wanted() if progress is None else progress
         self.log, self.callbacks = log, list(callbacks)
         self.state = LoopState()
@@ -219,6 +220,7 @@ class Trainer:
         total_epochs = math.ceil(self.iters / len(self.loader)) if iteration_based else self.epochs
         self.model.train()
         self.stop_requested = False
+        self._notify("on_train_begin")
         with _deferred_interrupt(self):
             self._loop(total_epochs, iteration_based)
         self._restore_best()
@@ -483,6 +485,8 @@ class Callback:
     """Hooks the loop calls, as Keras' callbacks; override the ones you need. `batch` is the
     batch's index in its epoch; `logs` holds the batch's loss, the iteration count after
     it, and the step's milliseconds."""
+
+    def on_train_begin(self, trainer): ...
 
     def on_epoch_begin(self, trainer, epoch): ...
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from minivgg import run_record
 from minivgg.models import RECIPES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +55,11 @@ def record(recipe, seed, test_accs, *, batch_size=None, changes=None, status="co
     history = [{"epoch": i + 1, "time": 10.0, "train_loss": 0.1, "train_acc": 0.9, "test_loss": 0.05,
                 "test_acc": acc, "images_per_s": 600.0} for i, acc in enumerate(test_accs)]
     iteration_based = bool(RECIPES[recipe].iters)
-    return {"format": bench.BENCH_FORMAT, "version": 1, "status": status, "recipe": recipe,
+    return {"format": run_record.FORMAT, "version": 1, "status": status, "recipe": recipe,
             "changes": changes, "seed": seed, "batch_size": batch_size, "num_parameters": params,
             "unit": "iterations" if iteration_based else "epochs", "epochs_run": len(history),
             "iterations": 1000, "wall_time_s": wall, "images_per_s": 600.0, "history": history,
-            **bench.epoch_figures(history, iteration_based)}
+            **run_record.epoch_figures(history, iteration_based)}
 
 
 def write(results_dir, rec):
@@ -157,13 +158,13 @@ def test_mean_std():
 
 def test_epoch_figures_final_best_last3():
     history = [{"epoch": i + 1, "test_acc": a} for i, a in enumerate([0.90, 0.99, 0.95, 0.96, 0.94])]
-    figures = bench.epoch_figures(history, iteration_based=False)
+    figures = run_record.epoch_figures(history, iteration_based=False)
     assert figures["final_test_acc"] == 0.94                          # not the best epoch
     assert (figures["best_epoch_test_acc"], figures["best_epoch"]) == (0.99, 2)
     assert figures["mean_last3_test_acc"] == pytest.approx(0.95)
     assert figures["min_last3_test_acc"] == 0.94
-    assert bench.epoch_figures(history, iteration_based=True)["mean_last3_test_acc"] is None
-    assert bench.epoch_figures(history[:2], iteration_based=False)["min_last3_test_acc"] is None
+    assert run_record.epoch_figures(history, iteration_based=True)["mean_last3_test_acc"] is None
+    assert run_record.epoch_figures(history[:2], iteration_based=False)["min_last3_test_acc"] is None
 
 
 def test_rules():
@@ -253,13 +254,13 @@ def test_result_names_and_set_values():
     r = bench.make_recipe("vgg_v1", 1, 16, {})
     assert bench.result_name(r) == "vgg_v1-b16-s1.json"
     assert bench.result_name(bench.make_recipe("vgg_v1", 2, 64, {})) == "vgg_v1-s2.json"
-    changed = bench.make_recipe("vgg_v1", 0, None, bench.parse_set(["iters=20", "optimizer=sgd"]))
+    changed = bench.make_recipe("vgg_v1", 0, None, bench.common.parse_set(["iters=20", "optimizer=sgd"]))
     assert changed.iters == 20 and changed.optimizer == "sgd"
     assert bench.result_name(changed) == "vgg_v1-s0-x-iters20_optimizersgd.json"
-    augment = bench.make_recipe("mnist_5k", 0, None, bench.parse_set(['augment=[]']))
+    augment = bench.make_recipe("mnist_5k", 0, None, bench.common.parse_set(['augment=[]']))
     assert augment.augment == ()
     with pytest.raises(ValueError, match="field=value"):
-        bench.parse_set(["epochs"])
+        bench.common.parse_set(["epochs"])
     with pytest.raises(ValueError, match="unknown recipe field"):
         bench.make_recipe("vgg_v1", 0, None, {"epoch": 3})
 
@@ -267,20 +268,21 @@ def test_result_names_and_set_values():
 def test_run_writes_one_json_per_run(tmp_path, monkeypatch):
     """`run` through a stand-in trainer that writes results.json as run_recipe does."""
     import minivgg.experiment as experiment
+    from minivgg.train import LoopState
 
     def fake_run_recipe(recipe, *, data_dir=None, out="runs", progress=None, **_):
         run_dir = experiment.new_run_dir(out, recipe.name)
         hist = [{"epoch": e, "time": 5.0, "test_acc": 0.9 + e / 100, "images_per_s": 400.0 + e}
                 for e in (1, 2, 3)]
-        experiment.write_json(run_dir / "results.json", {
-            "recipe": recipe.name, "num_parameters": 5178, "epochs_run": 3, "iterations": 300,
-            "final_test_acc": 0.93, "final_test_loss": 0.2, "wall_time_s": 17.0, "history": hist,
-            "stopped_early": False})
+        state = LoopState(epoch=3, iteration=300, history=hist)
+        record = run_record.RunRecord.begin(recipe, run_dir=str(run_dir))
+        record.end(state, num_parameters=5178, wall_time_s=17.0, final={"acc": 0.93, "loss": 0.2})
+        record.write(run_dir / "results.json")
         return experiment.RunResult(run_dir, hist, 0.93, 0.2, 17.0, False)
 
     monkeypatch.setattr(experiment, "run_recipe", fake_run_recipe)
     states = iter([{"git_commit": "at-the-start", "git_dirty": False}])
-    monkeypatch.setattr(bench.common, "git_state", lambda: next(states, {"git_commit": "later", "git_dirty": True}))
+    monkeypatch.setattr(bench, "git_state", lambda: next(states, {"git_commit": "later", "git_dirty": True}))
     out_dir = tmp_path / "results"
     argv = ["run", "mnist_5k", "--seeds", "0", "1", "--set", "epochs=3", "--out-dir", str(out_dir),
             "--runs-dir", str(tmp_path / "runs")]

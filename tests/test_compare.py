@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from minivgg.cli import main
-from minivgg.compare import (BENCH_FORMAT, compare_runs, format_table, iteration_loss_curve,
-                             iterations_figure_path, load_run, read_iteration_log)
+from minivgg.compare import (compare_runs, format_table, iterations_figure_path, load_run,
+                             read_iteration_log)
 from minivgg.experiment import write_csv, write_json, write_metrics_csv
 from minivgg.models import get_recipe
+from minivgg.run_record import FORMAT, iteration_loss_curve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,7 +93,7 @@ def test_iteration_loss_curve_averages_windows():
 
 def test_benchmark_json_is_a_run(tmp_path):
     path = tmp_path / "mnist_5k-s0.json"
-    path.write_text(json.dumps({"format": BENCH_FORMAT, "recipe": "mnist_5k", "status": "completed",
+    path.write_text(json.dumps({"format": FORMAT, "recipe": "mnist_5k", "status": "completed",
                                 "recipe_config": get_recipe("mnist_5k").to_dict(),
                                 "history": history([0.9, 0.95]), "final_test_acc": 0.95,
                                 "epochs_run": 2, "iterations": 200, "wall_time_s": 3.0,

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 import minivgg.data as data
-from minivgg.data import synthetic
 from minivgg.data.errors import ChecksumError, DownloadError
 from minivgg.data.registry import DATASETS
+import synthetic
 
 PAYLOAD = bytes(range(256)) * 4000  # about 1 MB: several chunks and progress updates
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

@@ -12,10 +12,11 @@ import tarfile
 import numpy as np
 import pytest
 
-from minivgg.data import formats, synthetic
+from minivgg.data import formats
 from minivgg.data.errors import (BadMagicError, CorruptArchiveError, CountMismatchError,
                                  DataError, DataFormatError, FileLengthError, LabelRangeError,
                                  MissingMemberError, ShapeError, UnsafePickleError)
+import synthetic
 
 
 def write(path, data, compress=None):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import minivgg.data as data
-from minivgg.data import synthetic
 from minivgg.data.errors import (ChecksumWarning, CountMismatchError, DataError,
                                  DatasetNotFoundError, UnknownDatasetError)
 from minivgg.data.registry import DATASETS
+import synthetic
 
 
 def shrink(monkeypatch, name, n_train, n_test, **changes):

@@ -299,7 +299,8 @@ def test_bad_affine_arguments():
 
 def test_preview_command_saves_a_figure(monkeypatch, tmp_path, capsys):
     import dataclasses
-    from minivgg.data import preview, synthetic
+    import synthetic
+    from minivgg.data import preview
     from minivgg.data.registry import DATASETS
     monkeypatch.setitem(DATASETS, "mnist", dataclasses.replace(DATASETS["mnist"], num_train=12,
                                                                num_test=4))

@@ -69,17 +69,8 @@ class Recipe:
                                       # fixed size, else the folder's most common side)
 
     def override(self, **changes) -> "Recipe":
-        """A copy with the given fields changed (None values are ignored: flag not given)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ValueError(f"unknown recipe field(s) {unknown}; valid: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
-        if "iters" in changes and "epochs" not in changes:
-            changes["epochs"] = None
-        if "epochs" in changes and "iters" not in changes:
-            changes["iters"] = None
-        return dataclasses.replace(self, **changes)
+        """A copy with the given fields changed; None values are ignored (a flag not given)."""
+        return self.with_changes(**{k: v for k, v in changes.items() if v is not None})
 
     def with_changes(self, **changes) -> "Recipe":
         """A copy with fields set from JSON values (lists where the recipe keeps tuples), as a
@@ -90,9 +81,9 @@ class Recipe:
             raise ValueError(f"unknown recipe field(s) {unknown}; valid: "
                              f"{[f.name for f in dataclasses.fields(self)]}")
         d = self.to_dict()
-        if "iters" in changes and "epochs" not in changes:
-            d["epochs"] = None
-        if "epochs" in changes and "iters" not in changes:
+        if changes.get("iters") is not None and "epochs" not in changes:
+            d["epochs"] = None    # a length in iterations replaces one in epochs, and back
+        if changes.get("epochs") is not None and "iters" not in changes:
             d["iters"] = None
         return Recipe.from_dict({**d, **changes})
 
@@ -113,7 +104,7 @@ class Recipe:
         d = dict(d)
         d["betas"] = tuple(d.get("betas", (0.9, 0.999)))
         d["milestones"] = tuple(d.get("milestones", ()))
-        d["augment"] = tuple(dict(a) for a in d.get("augment", ()))
+        d["augment"] = tuple(dict(a) for a in d.get("augment") or ())
         d["train_epochs_of"] = tuple((str(k), int(n)) for k, n in d.get("train_epochs_of", ()))
         return cls(**d)
 

@@ -1,4 +1,4 @@
-"""Writers for small files in the official dataset formats (for tests and demos).
+"""Test fixtures: writers for small files in the official dataset formats.
 
 They produce exactly what the official distributions contain, only with fewer and
 made-up images: IDX files, CIFAR-10 binary records, and CIFAR-10 python batches as
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import formats
-from .registry import get_dataset_info
+from minivgg.data import formats
+from minivgg.data.registry import get_dataset_info
 
 
 def make_samples(n: int, shape, num_classes: int = 10, seed: int = 0):
