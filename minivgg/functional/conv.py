@@ -20,7 +20,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.conv import conv3x3, conv3x3_weight_grad
-from .gemm import gemm
+from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import keep_freed_memory
 from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
@@ -236,14 +236,19 @@ def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
 
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """out += a @ b, a slab of columns at a time: the product of each slab lands in a small
-    scratch buffer that is added while still in cache, never in an out-sized temporary."""
+    scratch buffer that is added while still in cache, never in an out-sized temporary.
+    Each thread takes its own range of slabs (gemm.split)."""
     step = max(4096, 2 * BLOCK_BYTES // (out.shape[0] * out.itemsize))
-    scratch = np.empty((out.shape[0], min(step, out.shape[1])), out.dtype)
-    for start in range(0, out.shape[1], step):
-        stop = min(start + step, out.shape[1])
-        part = scratch[:, :stop - start]
-        gemm(a, b[:, start:stop], out=part)
-        out[:, start:stop] += part
+
+    def slabs(lo, hi):
+        scratch = np.empty((out.shape[0], min(step, hi - lo)), out.dtype)
+        for start in range(lo, hi, step):
+            stop = min(start + step, hi)
+            part = scratch[:, :stop - start]
+            np.matmul(a, b[:, start:stop], out=part)
+            out[:, start:stop] += part
+
+    split(slabs, out.shape[1], out.size * a.shape[1])
 
 
 def use_row_gemms(channels: int, kernel: tuple, stride: tuple, out_h: int) -> bool:
@@ -304,7 +309,7 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     span = positions // batches
     cols_batches = cols.reshape(rows, batches, span).transpose(1, 0, 2)  # (B, K, P/B)
     g_batches = g.reshape(g.shape[0], batches, span).transpose(1, 2, 0)  # (B, P/B, O)
-    return np.matmul(cols_batches, g_batches).sum(axis=0).T
+    return gemm(cols_batches, g_batches).sum(axis=0).T
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:

@@ -70,33 +70,34 @@ def _openblas(name: str):
     return None
 
 
-def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """a (M, K) @ b (K, N), into `out` when given, the M or N axis split across threads
-    (any other shapes: np.matmul as it is)."""
-    if a.ndim != 2 or b.ndim != 2:
-        return np.matmul(a, b, out=out)
+def split(task, length: int, work: int) -> None:
+    """task(lo, hi) over [0, length), cut into one range per thread (the calling thread takes
+    the first); task(0, length) alone when `work` (multiply-adds) is too little to share."""
     import numba
     _blas_single_threaded()
-    rows, inner = a.shape
-    columns = b.shape[1]
-    parts = numba.get_num_threads()  # the threads the Numba kernels use (set_num_threads)
-    if parts == 1 or rows * inner * columns < MIN_SPLIT_MACS or max(rows, columns) < 2 * parts:
-        return np.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((rows, columns), np.result_type(a, b))
-    by_rows = rows >= columns
-    length = rows if by_rows else columns
+    parts = min(numba.get_num_threads(), length)  # the threads the Numba kernels use
+    if parts <= 1 or work < MIN_SPLIT_MACS:
+        task(0, length)
+        return
     edges = [length * i // parts for i in range(parts + 1)]
-
-    def band(i):
-        lo, hi = edges[i], edges[i + 1]
-        if by_rows:
-            np.matmul(a[lo:hi], b, out=out[lo:hi])
-        else:
-            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
-
-    others = [_pool().submit(band, i) for i in range(1, parts)]
-    band(0)
+    others = [_pool().submit(task, edges[i], edges[i + 1]) for i in range(1, parts)]
+    task(edges[0], edges[1])
     for future in others:
         future.result()
+
+
+def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b into `out` (new when None): for (M, K) @ (K, N), the longer of M and N is split
+    across threads; for stacks (B, M, K) @ (B, K, N), the B products. Other shapes: np.matmul."""
+    if a.ndim not in (2, 3) or b.ndim != a.ndim:
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
+    work = out.size * a.shape[-1]
+    if a.ndim == 3:
+        split(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), len(out), work)
+    elif out.shape[0] >= out.shape[1]:
+        split(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), out.shape[0], work)
+    else:
+        split(lambda lo, hi: np.matmul(a, b[:, lo:hi], out=out[:, lo:hi]), out.shape[1], work)
     return out
