@@ -120,3 +120,16 @@ def test_gemm_split_across_threads_gives_the_same_bits(shape):
     np.testing.assert_allclose(results[0][0], a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
     assert gemm.blas_threads() in (1, None)  # minivgg runs OpenBLAS single-threaded
 
+
+
+def test_elementwise_kernels_same_bits_for_any_thread_count():
+    from minivgg.kernels import elementwise
+    size = 3 * elementwise.CHUNK + 5
+    x, g = _data(size), _data(2, size)[1]
+    u = np.random.default_rng(RNG_SEED).random(size, dtype=np.float32)
+    p, scale = np.float32(0.3), np.float32(1 / 0.7)
+    _assert_all_equal(_runs(elementwise.relu, lambda: (x, np.empty_like(x)), outputs=[1]))
+    _assert_all_equal(_runs(elementwise.relu_backward,
+                            lambda: (g, x, np.empty_like(x)), outputs=[2]))
+    _assert_all_equal(_runs(elementwise.dropout,
+                            lambda: (x, u, p, scale, np.empty_like(x)), outputs=[4]))

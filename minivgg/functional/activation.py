@@ -6,9 +6,9 @@ import math
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from ..kernels.dropout import dropout_apply
+from ..kernels import elementwise as kernels
 from .checks import number, one_of, probability
-from .layout import chwn_view, from_chwn
+from .layout import elementwise, from_chwn, memory_order
 
 __all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
 
@@ -17,13 +17,13 @@ GELU_APPROXIMATIONS = ("none", "tanh")
 
 class ReLUOp(Function):
     def forward(self, x):
-        out = np.maximum(x, 0)
+        out = elementwise(kernels.relu, (x,))
         if self.requires_grad:
             self.out = out
         return out
 
     def backward(self, grad):
-        return (grad * (self.out > 0),)
+        return (elementwise(kernels.relu_backward, (grad, self.out)),)
 
 
 # np.where(mask, a, b) with a data-dependent mask mispredicts a branch per element: ~6x
@@ -210,30 +210,10 @@ class ElementDropoutOp(Function):
     def forward(self, x, draws=None, p=0.5):
         self.draws, self.p = draws, np.float32(p)
         self.scale = x.dtype.type(1 / (1 - p))
-        return _apply_in_memory_order(x, draws, self.p, self.scale)
+        return elementwise(kernels.dropout, (x, draws), self.p, self.scale)
 
     def backward(self, grad):
-        return (_apply_in_memory_order(grad, self.draws, self.p, self.scale),)
-
-
-def _memory_order(a: np.ndarray) -> np.ndarray | None:
-    """The contiguous array behind `a` (C order, or conv2d's (C, H, W, N)), or None."""
-    if a.flags.c_contiguous:
-        return a
-    return chwn_view(a) if a.ndim == 4 else None
-
-
-def _apply_in_memory_order(x, draws, p, scale):
-    memory = _memory_order(x)
-    same_layout = [s // x.itemsize for s in x.strides] == [s // draws.itemsize
-                                                           for s in draws.strides]
-    if memory is None or not same_layout:  # a strided array: both in C order (a copy)
-        x = memory = np.ascontiguousarray(x)
-        draws = np.ascontiguousarray(draws)
-    out = np.empty_like(memory)
-    dropout_apply(memory.reshape(-1), _memory_order(draws).reshape(-1), p, scale,
-                  out.reshape(-1))
-    return out if memory is x else from_chwn(out)
+        return (elementwise(kernels.dropout, (grad, self.draws), self.p, self.scale),)
 
 
 def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
@@ -250,7 +230,7 @@ def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
         mask = np.zeros(mask_shape, dtype=x.dtype)
     elif tuple(mask_shape) == x.shape:
         # one uniform draw per element, in x's memory order
-        memory = _memory_order(x.data)
+        memory = memory_order(x.data)
         if memory is not None and memory is not x.data:
             draws = from_chwn(rng.random(memory.shape, dtype=np.float32))
         else:

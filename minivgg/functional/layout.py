@@ -54,3 +54,26 @@ def padded_chwn(x: np.ndarray, padding: tuple) -> np.ndarray:
     xp[:, top:top + height, left + width:] = 0
     copy_to_chwn(x, xp[:, top:top + height, left:left + width])
     return xp
+
+
+def memory_order(a: np.ndarray) -> np.ndarray | None:
+    """The contiguous array behind `a` (C order, or conv2d's (C, H, W, N)), or None."""
+    if a.flags.c_contiguous:
+        return a
+    return chwn_view(a) if a.ndim == 4 else None
+
+
+def elementwise(kernel, arrays: tuple, *scalars) -> np.ndarray:
+    """kernel(*flat arrays, *scalars, flat out) over arrays of one shape, in the first one's
+    memory order; the result is laid out as it is. Arrays that are strided, or laid out
+    unlike the first, are first copied to C order (all of them)."""
+    first = arrays[0]
+    memory = memory_order(first)
+    steps = [s // first.itemsize for s in first.strides]
+    if memory is None or any(a.shape != first.shape or [s // a.itemsize for s in a.strides]
+                             != steps for a in arrays[1:]):
+        arrays = tuple(np.ascontiguousarray(a) for a in arrays)
+        first = memory = arrays[0]
+    out = np.empty_like(memory)
+    kernel(*(memory_order(a).reshape(-1) for a in arrays), *scalars, out.reshape(-1))
+    return out if memory is first else from_chwn(out)

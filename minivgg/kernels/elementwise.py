@@ -1,0 +1,49 @@
+"""Elementwise kernels: ReLU and inverted dropout.
+
+Each works on flat views of arrays that share one memory order (functional/layout.py's
+`elementwise` provides them, conv2d's (C, H, W, N) included), so every pass is one plain
+sweep whatever the layout. Each parallel iteration owns one chunk. The selections are
+written as selects, not branches, so that LLVM vectorises them.
+"""
+from __future__ import annotations
+
+from numba import njit, prange
+
+from . import serialised
+
+CHUNK = 16384
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def relu(x, out):
+    """out = x where x >= 0 (NaN kept, as np.maximum does), else 0."""
+    for chunk in prange((x.size + CHUNK - 1) // CHUNK):
+        start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
+        xs, outs = x[start:stop], out[start:stop]
+        zero = xs.dtype.type(0)
+        for i in range(stop - start):
+            outs[i] = zero if xs[i] < zero else xs[i]
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def relu_backward(grad, out, dx):
+    """dx = grad where the ReLU's output is positive, else 0."""
+    for chunk in prange((grad.size + CHUNK - 1) // CHUNK):
+        start, stop = chunk * CHUNK, min(grad.size, (chunk + 1) * CHUNK)
+        gs, outs, dxs = grad[start:stop], out[start:stop], dx[start:stop]
+        zero = gs.dtype.type(0)
+        for i in range(stop - start):
+            dxs[i] = gs[i] if outs[i] > zero else zero
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def dropout(x, u, p, scale, out):
+    """out = x * (scale if u >= p else 0); u float32 uniform draws, p float32."""
+    for chunk in prange((x.size + CHUNK - 1) // CHUNK):
+        start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
+        xs, us, outs = x[start:stop], u[start:stop], out[start:stop]
+        for i in range(stop - start):
+            outs[i] = xs[i] * (scale * (us[i] >= p))  # a product, not a branch
