@@ -133,3 +133,18 @@ def test_elementwise_kernels_same_bits_for_any_thread_count():
                             lambda: (g, x, np.empty_like(x)), outputs=[2]))
     _assert_all_equal(_runs(elementwise.dropout,
                             lambda: (x, u, p, scale, np.empty_like(x)), outputs=[4]))
+
+
+def test_batch_norm_affine_same_bits_for_any_thread_count_and_as_numpy():
+    x, scale, shift = _data(6, 11, BATCH), _data(6), _data(1, 6)[0]
+    for relu_before in (False, True):
+        for relu_after in (False, True):
+            results = _runs(norm.batch_norm_affine, lambda: (x, scale, shift, relu_before,
+                                                             relu_after, np.empty_like(x)),
+                            outputs=[5])
+            _assert_all_equal(results)
+            expected = (np.maximum(x, 0) if relu_before else x) * scale[:, None, None]
+            expected += shift[:, None, None]
+            if relu_after:
+                expected = np.maximum(expected, 0)
+            np.testing.assert_array_equal(results[0][0], expected)

@@ -6,7 +6,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from ..kernels.norm import batch_norm_forward, batch_norm_backward
+from ..kernels.norm import batch_norm_affine, batch_norm_backward, batch_norm_forward
 from .layout import as_chwn, chwn_view, from_chwn
 
 __all__ = ["batch_norm", "layer_norm"]
@@ -121,12 +121,8 @@ class BatchNorm(Function):
         scale = invstd if weight is None else invstd * weight  # (C,)
         shift = -mean * scale if bias is None else bias - mean * scale
         out = np.empty_like(rows)
-        for b in _blocks(rows, axis):
-            source = np.maximum(rows[b], 0, out=out[b]) if relu else rows[b]
-            np.multiply(source, _per_channel(scale[b], axis), out=out[b])
-            out[b] += _per_channel(shift[b], axis)
-            if relu_after:
-                np.maximum(out[b], 0, out=out[b])
+        batch_norm_affine(_channels_first(rows, axis), scale, shift, relu, relu_after,
+                          _channels_first(out, axis))
         if self.requires_grad:
             self.rows, self.mean, self.invstd = rows, mean, invstd
             self.out = out if relu_after else None

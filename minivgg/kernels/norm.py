@@ -108,6 +108,27 @@ def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_afte
                 dx[c, r, n] = d
 
 
+@serialised
+@njit(parallel=True, cache=True)
+def batch_norm_affine(x, scale, shift, relu_before, relu_after, out):
+    """out = max?(max?(x, 0) * scale + shift, 0) per channel: eval mode, with the running
+    statistics folded into scale and shift. A product, then a sum (no FMA): the same
+    bits as NumPy's two passes. x, out: (C, R, L); scale, shift: (C,) of x's dtype."""
+    channels, rows, lanes = x.shape
+    zero = x.dtype.type(0)
+    for c in prange(channels):
+        for r in range(rows):
+            xs, outs = x[c, r], out[c, r]
+            for n in range(lanes):
+                v = xs[n]
+                if relu_before and v < zero:
+                    v = zero
+                y = v * scale[c] + shift[c]
+                if relu_after and y < zero:
+                    y = zero
+                outs[n] = y
+
+
 @njit(inline="always")
 def _split(mu, dtype):
     """float64 mu -> (m, r): m = mu in dtype, r = mu - m in dtype."""
