@@ -1,7 +1,8 @@
 """Training-step time of minivgg under each candidate threading policy, alternated.
 
 A policy is a set of environment variables for the child process: Numba's threading layer
-(GNU OpenMP or its own workqueue), OpenMP's wait policy, OpenBLAS's thread count. Each
+(GNU OpenMP or its own workqueue), OpenMP's wait policy, and whether OpenBLAS keeps its
+threads (MINIVGG_OPENBLAS=keep) or minivgg sets it to one and splits products itself. Each
 child times `--steps` training steps of one model (speed.py's step) after a warm-up and
 reports the median wall time and the median CPU time of all its threads per step: on two
 cores, a pool that spins while the other works shows up as CPU time above wall time. The
@@ -29,11 +30,20 @@ HERE = common.ROOT / "benchmarks"
 RESULT = HERE / "results" / "speed" / "threading_policy.json"
 COLD_START = HERE / "results" / "speed" / "cold_start.json"   # written by cold_start.py
 
+KEEP_BLAS = {"MINIVGG_OPENBLAS": "keep"}
 POLICIES = {
-    "omp (Numba's default here)": {"NUMBA_THREADING_LAYER": "omp"},
-    "omp, OMP_WAIT_POLICY=passive": {"NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"},
-    "workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
+    "workqueue, OpenBLAS on every thread": {"NUMBA_THREADING_LAYER": "workqueue", **KEEP_BLAS},
+    "omp, libgomp's spin, OpenBLAS on every thread": {
+        "NUMBA_THREADING_LAYER": "omp", "GOMP_SPINCOUNT": "300000", **KEEP_BLAS},
+    "workqueue, OpenBLAS single-threaded": {"NUMBA_THREADING_LAYER": "workqueue"},
+    "omp, libgomp's spin, OpenBLAS single-threaded": {"NUMBA_THREADING_LAYER": "omp",
+                                                      "GOMP_SPINCOUNT": "300000"},
+    "omp, OMP_WAIT_POLICY=passive, OpenBLAS single-threaded": {
+        "NUMBA_THREADING_LAYER": "omp", "OMP_WAIT_POLICY": "passive"},
+    "omp, GOMP_SPINCOUNT=20000, OpenBLAS single-threaded (minivgg's policy)": {},
 }
+
+POLICY_VARIABLES = {name for variables in POLICIES.values() for name in variables}
 
 CHILD = r"""
 import json, statistics, sys, time
@@ -55,8 +65,9 @@ def measure(model: str, batch: int, rounds: int, steps: int, threads: int) -> di
     results = {name: [] for name in POLICIES}
     for round_ in range(rounds):
         for name, variables in POLICIES.items():
-            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads),
-                       NUMBA_NUM_THREADS=str(threads), **variables)
+            env = {k: v for k, v in os.environ.items() if k not in POLICY_VARIABLES}
+            env.update(OPENBLAS_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
+                       **variables)
             done = subprocess.run([sys.executable, "-c", CHILD, str(common.ROOT), str(HERE), model,
                                    str(batch), str(steps)],
                                   capture_output=True, text=True, env=env, check=True)
@@ -87,7 +98,7 @@ def render(result: Path = RESULT, cold_start: Path = COLD_START) -> str:
                   f"{r['cores']} cores, load average {r['load_average_at_end']:.1f} from other "
                   f"jobs at the end: {r['model']} training step at batch {r['batch']}, "
                   f"{r['threads']} threads, median over rounds.", "",
-                  "| Numba threading policy | wall ms/step | CPU ms/step (all threads) |",
+                  "| threading policy | wall ms/step | CPU ms/step (all threads) |",
                   "|---|---:|---:|"]
         lines += [f"| {name} | {m['wall_ms']:.1f} | {m['cpu_ms']:.1f} |"
                   for name, m in r["medians"].items()]

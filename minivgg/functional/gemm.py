@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import functools
+import os
 
 import numpy as np
 
@@ -24,7 +25,9 @@ MIN_SPLIT_MACS = 2_000_000
 
 @functools.lru_cache(maxsize=None)
 def _blas_single_threaded() -> bool:
-    return set_blas_threads(1)
+    """Set OpenBLAS to one thread, once; MINIVGG_OPENBLAS=keep leaves its thread count alone
+    (then OpenBLAS threads each product itself, and minivgg does not split them)."""
+    return os.environ.get("MINIVGG_OPENBLAS") != "keep" and set_blas_threads(1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,9 +77,9 @@ def split(task, length: int, work: int) -> None:
     """task(lo, hi) over [0, length), cut into one range per thread (the calling thread takes
     the first); task(0, length) alone when `work` (multiply-adds) is too little to share."""
     import numba
-    _blas_single_threaded()
+    single_threaded_blas = _blas_single_threaded()
     parts = min(numba.get_num_threads(), length)  # the threads the Numba kernels use
-    if parts <= 1 or work < MIN_SPLIT_MACS:
+    if parts <= 1 or work < MIN_SPLIT_MACS or not single_threaded_blas:
         task(0, length)
         return
     edges = [length * i // parts for i in range(parts + 1)]

@@ -11,14 +11,17 @@ Threads, in one place:
   multithreaded product and, on two cores, take a core from the Numba kernel that runs
   next. Large products are split across threads by minivgg itself instead
   (functional/gemm.py), on Python threads that sleep between products.
-- Numba's pool is its own `workqueue` layer, whose threads sleep between kernels instead
-  of spinning (GNU OpenMP, Numba's default where installed, spins and then competes with
-  OpenBLAS's threads for the two cores; benchmarks/threading_policy.py compares them, and
-  the figures are in BENCHMARKS.md). NUMBA_THREADING_LAYER overrides the choice.
+- Numba's pool is GNU OpenMP's where Numba finds it (else its own `workqueue` layer),
+  with a short spin: an idle OpenMP thread spins GOMP_SPINCOUNT = 20,000 times before it
+  sleeps, long enough to catch the next kernel of a step, short enough to leave the core
+  to the threads of a matrix product. libgomp's default spin (300,000) takes the core from
+  those threads; the workqueue layer's launches cost more than OpenMP's
+  (benchmarks/threading_policy.py compares them; the figures are in BENCHMARKS.md).
+  NUMBA_THREADING_LAYER and GOMP_SPINCOUNT / OMP_WAIT_POLICY in the environment override.
 - Kernels are launched only from the thread that trains or evaluates; the data loader's
-  prefetch thread converts and augments batches with NumPy alone. The workqueue layer
-  aborts the process if two threads launch at once, so every kernel is `serialised`: a
-  lock makes a launch from any other thread (a user's, a server's) wait its turn.
+  prefetch thread converts and augments batches with NumPy alone. Every kernel is
+  `serialised`: a lock makes a launch from any other thread (a user's, a server's) wait
+  its turn, so two launches never share the cores (the workqueue layer would abort).
 
 Compiled code is cached on disk (`cache=True`, in __pycache__ beside this package, or
 NUMBA_CACHE_DIR): the first run compiles each kernel once per argument type, later runs
@@ -34,7 +37,9 @@ import threading
 import numba
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # read when libgomp starts
 
 _LAUNCH = threading.Lock()
 
