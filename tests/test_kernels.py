@@ -148,3 +148,12 @@ def test_batch_norm_affine_same_bits_for_any_thread_count_and_as_numpy():
             if relu_after:
                 expected = np.maximum(expected, 0)
             np.testing.assert_array_equal(results[0][0], expected)
+
+
+def test_gemm_splits_stacked_products_with_the_same_bits():
+    from minivgg.functional import gemm
+    a, b = _data(64, 33, 2000), _data(64, 2000, 7)
+    results = _runs(lambda a, b, out: gemm.gemm(a, b, out=out),
+                    lambda: (a, b, np.empty((64, 33, 7), np.float32)), outputs=[2])
+    _assert_all_equal(results)
+    np.testing.assert_array_equal(results[0][0], np.matmul(a, b))

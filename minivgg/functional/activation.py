@@ -43,20 +43,17 @@ class ELUOp(Function):
     """alpha * (exp(x) - 1) for x <= 0, x otherwise."""
 
     def forward(self, x, alpha=1.0):
+        alpha = x.dtype.type(alpha)
         if self.requires_grad:
             self.x, self.alpha = x, alpha
         # exp of the positive side is never used: clamping it avoids overflow warnings
         negative = np.minimum(x, 0)
-        out = np.expm1(negative, out=negative)
-        out *= x.dtype.type(alpha)
-        out += np.maximum(x, 0)
-        return out
+        return elementwise(kernels.elu, (x, np.expm1(negative, out=negative)), alpha)
 
     def backward(self, grad):
-        x = self.x
-        slope = np.exp(np.minimum(x, 0))
-        slope *= x.dtype.type(self.alpha)
-        return (_select_slope(x > 0, slope, grad),)
+        negative = np.minimum(self.x, 0)
+        return (elementwise(kernels.elu_backward,
+                            (grad, self.x, np.exp(negative, out=negative)), self.alpha),)
 
 
 class LeakyReLUOp(Function):

@@ -20,7 +20,7 @@ import numpy as np
 
 # Products below this many multiply-adds run on the calling thread alone: handing a band to
 # another thread costs tens of microseconds.
-MIN_SPLIT_MACS = 2_000_000
+MIN_SPLIT_MACS = 10_000_000
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""Elementwise kernels: ReLU and inverted dropout.
+"""Elementwise kernels: ReLU, ELU (around NumPy's exponentials) and inverted dropout.
 
 Each works on flat views of arrays that share one memory order (functional/layout.py's
 `elementwise` provides them, conv2d's (C, H, W, N) included), so every pass is one plain
@@ -36,6 +36,32 @@ def relu_backward(grad, out, dx):
         zero = gs.dtype.type(0)
         for i in range(stop - start):
             dxs[i] = gs[i] if outs[i] > zero else zero
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def elu(x, expm1_negative, alpha, out):
+    """out = x where x > 0, else alpha * expm1(x); expm1_negative = expm1(min(x, 0)) comes
+    from NumPy, so the values are NumPy's to the bit."""
+    for chunk in prange((x.size + CHUNK - 1) // CHUNK):
+        start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
+        xs, es, outs = x[start:stop], expm1_negative[start:stop], out[start:stop]
+        zero = xs.dtype.type(0)
+        for i in range(stop - start):
+            outs[i] = xs[i] if xs[i] > zero else alpha * es[i]
+
+
+@serialised
+@njit(parallel=True, cache=True)
+def elu_backward(grad, x, exp_negative, alpha, dx):
+    """dx = grad where x > 0, else (alpha * exp(x)) * grad; exp_negative = exp(min(x, 0))
+    comes from NumPy."""
+    for chunk in prange((x.size + CHUNK - 1) // CHUNK):
+        start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
+        gs, xs, es, dxs = grad[start:stop], x[start:stop], exp_negative[start:stop], dx[start:stop]
+        zero = xs.dtype.type(0)
+        for i in range(stop - start):
+            dxs[i] = gs[i] if xs[i] > zero else (alpha * es[i]) * gs[i]
 
 
 @serialised
