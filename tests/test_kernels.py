@@ -126,13 +126,13 @@ def test_elementwise_kernels_same_bits_for_any_thread_count():
     from minivgg.kernels import elementwise
     size = 3 * elementwise.CHUNK + 5
     x, g = _data(size), _data(2, size)[1]
-    u = np.random.default_rng(RNG_SEED).random(size, dtype=np.float32)
-    p, scale = np.float32(0.3), np.float32(1 / 0.7)
+    bits = np.random.default_rng(RNG_SEED).integers(0, 2 ** 32, size, dtype=np.uint32)
+    threshold, scale = np.uint32(0.3 * 2 ** 32), np.float32(1 / 0.7)
     _assert_all_equal(_runs(elementwise.relu, lambda: (x, np.empty_like(x)), outputs=[1]))
     _assert_all_equal(_runs(elementwise.relu_backward,
                             lambda: (g, x, np.empty_like(x)), outputs=[2]))
     _assert_all_equal(_runs(elementwise.dropout,
-                            lambda: (x, u, p, scale, np.empty_like(x)), outputs=[4]))
+                            lambda: (x, bits, threshold, scale, np.empty_like(x)), outputs=[4]))
 
 
 def test_batch_norm_affine_same_bits_for_any_thread_count_and_as_numpy():

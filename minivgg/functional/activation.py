@@ -200,17 +200,31 @@ class DropoutOp(Function):
 
 
 class ElementDropoutOp(Function):
-    """out = x * scale where draws >= p, else 0 (kernels/dropout.py). The uniform draws
-    lie in x's memory order (conv2d's (C, H, W, N) included), so both directions are one
-    plain pass and backward recomputes the mask from them."""
+    """out = x * scale where bits >= threshold, else 0 (kernels/elementwise.py). The random
+    32-bit draws lie in x's memory order (conv2d's (C, H, W, N) included), so both
+    directions are one plain pass and backward recomputes the mask from them."""
 
-    def forward(self, x, draws=None, p=0.5):
-        self.draws, self.p = draws, np.float32(p)
+    def forward(self, x, bits=None, p=0.5):
+        self.bits, self.threshold = bits, _keep_threshold(p)
         self.scale = x.dtype.type(1 / (1 - p))
-        return elementwise(kernels.dropout, (x, draws), self.p, self.scale)
+        return elementwise(kernels.dropout, (x, bits), self.threshold, self.scale)
 
     def backward(self, grad):
-        return (elementwise(kernels.dropout, (grad, self.draws), self.p, self.scale),)
+        return (elementwise(kernels.dropout, (grad, self.bits), self.threshold, self.scale),)
+
+
+def _random_bits(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Uniform 32-bit draws, two from each 64-bit output of rng's bit generator: the stream
+    Generator.random(dtype=float32) reads, without its conversion to floats."""
+    count = int(np.prod(shape))
+    raw = rng.bit_generator.random_raw((count + 1) // 2)
+    return raw.view(np.uint32)[:count].reshape(shape)
+
+
+def _keep_threshold(p: float) -> np.uint32:
+    """The bits b kept with probability 1 - p, as u >= p keeps the float32 uniform
+    u = (b >> 8) / 2**24: b >= ceil(p * 2**24) << 8, with p rounded to float32 as there."""
+    return np.uint32(math.ceil(float(np.float32(p)) * 2 ** 24) << 8)
 
 
 def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
@@ -223,16 +237,16 @@ def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
                          f"random state")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    if p == 1:
+    if np.float32(p) == 1:  # no float32 uniform in [0, 1) reaches it: every unit dropped
         mask = np.zeros(mask_shape, dtype=x.dtype)
     elif tuple(mask_shape) == x.shape:
         # one uniform draw per element, in x's memory order
         memory = memory_order(x.data)
         if memory is not None and memory is not x.data:
-            draws = from_chwn(rng.random(memory.shape, dtype=np.float32))
+            bits = from_chwn(_random_bits(rng, memory.shape))
         else:
-            draws = rng.random(x.shape, dtype=np.float32)
-        return ElementDropoutOp.apply(x, draws=draws, p=p)
+            bits = _random_bits(rng, x.shape)
+        return ElementDropoutOp.apply(x, bits=bits, p=p)
     else:
         # keep with probability 1 - p; the uniform draws become the mask in place
         mask = rng.random(mask_shape, dtype=np.float32)

@@ -66,10 +66,10 @@ def elu_backward(grad, x, exp_negative, alpha, dx):
 
 @serialised
 @njit(parallel=True, cache=True)
-def dropout(x, u, p, scale, out):
-    """out = x * (scale if u >= p else 0); u float32 uniform draws, p float32."""
+def dropout(x, bits, threshold, scale, out):
+    """out = x * (scale if bits >= threshold else 0); bits and threshold uint32."""
     for chunk in prange((x.size + CHUNK - 1) // CHUNK):
         start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
-        xs, us, outs = x[start:stop], u[start:stop], out[start:stop]
+        xs, bs, outs = x[start:stop], bits[start:stop], out[start:stop]
         for i in range(stop - start):
-            outs[i] = xs[i] * (scale * (us[i] >= p))  # a product, not a branch
+            outs[i] = xs[i] * (scale * (bs[i] >= threshold))  # a product, not a branch
