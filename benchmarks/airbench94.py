@@ -33,7 +33,7 @@ ROOT = HERE.parent
 RESULTS = HERE / "results" / "airbench94"
 
 if __name__ == "__main__":
-    from threads import pin_threads  # before NumPy loads OpenBLAS
+    from common import pin_threads  # before NumPy loads OpenBLAS
     pin_threads(sys.argv[1:])
 
 import numpy as np  # noqa: E402

@@ -1,10 +1,13 @@
 """What the benchmark scripts share: where the repository is (on sys.path, so that they import
 its minivgg), `--set` values, and the marked sections of BENCHMARKS.md that they regenerate.
-Which commit and machine a result came from: minivgg.run_record's git_state() and machine()."""
+Which commit and machine a result came from: minivgg.run_record's git_state() and machine().
+Imports nothing heavy: `pin_threads` must run before NumPy loads OpenBLAS."""
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))   # the scripts run from a checkout, not an installed package
+
+
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+def pin_threads(argv) -> int:
+    """Read --threads from argv and set every thread-count variable to it; returns it."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=2)
+    threads = pre.parse_known_args(argv)[0].threads
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)
+    return threads
 
 
 def relative(path) -> str:

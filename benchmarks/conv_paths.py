@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from threads import THREAD_VARIABLES
+from common import THREAD_VARIABLES
 
 for _name in THREAD_VARIABLES:
     os.environ[_name] = "1"  # before NumPy and Numba load their thread pools

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 if __name__ == "__main__":
-    from threads import pin_threads  # before NumPy loads OpenBLAS
+    from common import pin_threads  # before NumPy loads OpenBLAS
     pin_threads(sys.argv[1:])
 
 import speed  # noqa: E402  (loads numpy and minivgg)

@@ -47,7 +47,7 @@ LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
 if __name__ == "__main__":
-    from threads import pin_threads  # before NumPy loads OpenBLAS
+    from common import pin_threads  # before NumPy loads OpenBLAS
     pin_threads(sys.argv[1:])
 
 import numpy as np  # noqa: E402
@@ -59,6 +59,7 @@ from minivgg.autograd import Tensor, no_grad  # noqa: E402
 from minivgg.data import get_dataset_info  # noqa: E402
 from minivgg.models import build  # noqa: E402
 from minivgg.models.zoo import MODELS  # noqa: E402
+from minivgg.run_record import cpu_name, git_state  # noqa: E402
 from minivgg.summary import count_flops  # noqa: E402
 
 
@@ -453,26 +454,12 @@ def measure_memory(model_name: str, batch: int, steps: int = 3) -> dict:
 
 # ---- the machine -----------------------------------------------------------------------------
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def git_commit() -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "minivgg"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return done.stdout.strip() + ("+local changes in minivgg/" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    """The short commit the workers import, marked when tracked files differ from it."""
+    state = git_state()
+    if state["git_commit"] is None:
         return None
+    return state["git_commit"][:7] + ("+local changes" if state["git_dirty"] else "")
 
 
 def machine_info(torch_info: dict, threads: int) -> dict:

@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))   # its sibling modules, also when a test loads it by path
 
 if __name__ == "__main__":
-    from threads import pin_threads  # before NumPy loads OpenBLAS
+    from common import pin_threads  # before NumPy loads OpenBLAS
     pin_threads(sys.argv[1:])
 
 import common  # noqa: E402

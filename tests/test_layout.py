@@ -123,12 +123,25 @@ def test_tiled_max_pool_takes_either_memory_order_and_keeps_it():
 def test_relu_and_dropout_keep_the_memory_order():
     x = _chwn_ordered(np.random.default_rng(5).standard_normal((4, 3, 2, 2)).astype(np.float32))
     assert chwn_view(F.relu(x).data) is not None
+    _assert_same_in_both_orders(F.relu, (4, 3, 2, 2), exact=True)
     out = F.dropout(x, 0.5, rng=np.random.default_rng(0)).data
     assert chwn_view(out) is not None
-    reference = F.dropout(np.ascontiguousarray(x), 0.5, rng=np.random.default_rng(0)).data
-    np.testing.assert_array_equal(out, reference)  # the same mask for the same seed
-    _assert_same_in_both_orders(lambda t: F.dropout(t, 0.5, rng=np.random.default_rng(0)),
-                                (4, 3, 2, 2), exact=True)
+    # dropout draws its bits in the input's memory order: the same seed and layout give the
+    # same mask, and the mask of a (C, H, W, N) input is that of the C-ordered copy of its
+    # (C, H, W, N) array, transposed back
+    np.testing.assert_array_equal(out, F.dropout(x, 0.5, rng=np.random.default_rng(0)).data)
+    chwn = np.ascontiguousarray(x.transpose(1, 2, 3, 0))
+    as_c = F.dropout(chwn, 0.5, rng=np.random.default_rng(0)).data
+    np.testing.assert_array_equal(out, as_c.transpose(3, 0, 1, 2))
+    # whatever the gradient's layout, backward applies forward's mask
+    for x_in in (np.ascontiguousarray(x), x):
+        grads = []
+        for grad in (np.ones(x.shape, np.float32), _chwn_ordered(np.ones(x.shape, np.float32))):
+            result, (gx,) = _run(lambda t: F.dropout(t, 0.5, rng=np.random.default_rng(0)),
+                                 x_in, grad)
+            np.testing.assert_array_equal(gx, (result != 0) * np.float32(2))
+            grads.append(gx)
+        np.testing.assert_array_equal(grads[0], grads[1])
 
 
 def test_conv_relu_bn_pool_conv_chain_gradcheck():
