@@ -77,7 +77,10 @@ def split(task, length: int, work: int) -> None:
     """task(lo, hi) over [0, length), cut into one range per thread (the calling thread takes
     the first); task(0, length) alone when `work` (multiply-adds) is too little to share."""
     import numba
+
+    from ..kernels import start_threads
     single_threaded_blas = _blas_single_threaded()
+    start_threads()
     parts = min(numba.get_num_threads(), length)  # the threads the Numba kernels use
     if parts <= 1 or work < MIN_SPLIT_MACS or not single_threaded_blas:
         task(0, length)

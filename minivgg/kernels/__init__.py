@@ -17,7 +17,9 @@ Threads, in one place:
   to the threads of a matrix product. libgomp's default spin (300,000) takes the core from
   those threads; the workqueue layer's launches cost more than OpenMP's
   (benchmarks/threading_policy.py compares them; the figures are in BENCHMARKS.md).
-  NUMBA_THREADING_LAYER and GOMP_SPINCOUNT / OMP_WAIT_POLICY in the environment override.
+  NUMBA_THREADING_LAYER and GOMP_SPINCOUNT / OMP_WAIT_POLICY in the environment override;
+  the short spin is set only while Numba's pool starts (`start_threads`), so PyTorch's own
+  OpenMP in the same process keeps its default.
 - Kernels are launched only from the thread that trains or evaluates; the data loader's
   prefetch thread converts and augments batches with NumPy alone. Every kernel is
   `serialised`: a lock makes a launch from any other thread (a user's, a server's) wait
@@ -38,10 +40,24 @@ import numba
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
-if "OMP_WAIT_POLICY" not in os.environ:
-    os.environ.setdefault("GOMP_SPINCOUNT", "20000")  # read when libgomp starts
 
 _LAUNCH = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def start_threads() -> int:
+    """Start Numba's thread pool, once, and return its size. libgomp reads its spin count
+    from the environment when it starts: GOMP_SPINCOUNT is set for that moment only (unless
+    the environment sets a wait policy itself), so another OpenMP runtime loaded later in
+    the process (PyTorch's) keeps its own default."""
+    short_spin = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
+    if short_spin:
+        os.environ["GOMP_SPINCOUNT"] = "20000"
+    try:
+        return numba.get_num_threads()  # starts the threading layer
+    finally:
+        if short_spin:
+            del os.environ["GOMP_SPINCOUNT"]
 
 
 def serialised(kernel):
@@ -49,6 +65,7 @@ def serialised(kernel):
     @functools.wraps(kernel)
     def launch(*args):
         with _LAUNCH:
+            start_threads()
             return kernel(*args)
     launch.kernel = kernel  # the Numba dispatcher itself
     return launch
