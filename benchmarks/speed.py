@@ -632,40 +632,39 @@ def render_profile(profile: dict, top: int = 12) -> list:
     return lines
 
 
+# Each target of a result row: (name, the row's ratio, its target or None, higher is better)
+TARGET_CHECKS = [
+    ("training", lambda r: r["train"]["ratio"], lambda r: r["target"], True),
+    ("inference", lambda r: r["infer"]["ratio"], lambda r: r.get("infer_target"), True),
+    ("memory", lambda r: r["memory"]["ratio"],
+     lambda r: MEMORY_TARGET if r.get("memory") else None, False),
+]
+
+
+def _misses(ratio: float, target: float, higher: bool) -> bool:
+    return ratio < target if higher else ratio > target
+
+
 def target_summary(data: dict) -> list:
     """One line per model: met/missed counts and the missed configurations."""
-    lines, totals = [], {"met": 0, "checked": 0}
+    lines, met, checked = [], 0, 0
     by_model = {}
     for r in data["results"]:
         by_model.setdefault(r["model"], []).append(r)
     for model, rows in by_model.items():
         parts = []
-        training = [r for r in rows if r["target"] is not None]
-        slow = [r for r in training if r["train"]["ratio"] < r["target"]]
-        if training:
-            parts.append(f"training ≥ {training[0]['target']:g}: "
-                         + (", ".join(f"✗ {_ratio(r['train']['ratio'], r['target'])} at batch "
-                                      f"{r['batch']}"
-                                      for r in slow) if slow else "✓ at every batch"))
-        inference = [r for r in rows if r.get("infer_target") is not None]
-        slow_infer = [r for r in inference if r["infer"]["ratio"] < r["infer_target"]]
-        if inference:
-            parts.append(f"inference ≥ {inference[0]['infer_target']:g}: "
-                         + (", ".join(f"✗ {_ratio(r['infer']['ratio'], r['infer_target'])} at "
-                                      f"batch {r['batch']}"
-                                      for r in slow_infer) if slow_infer else "✓ at every batch"))
-        memory = [r for r in rows if r.get("memory")]
-        big = [r for r in memory if r["memory"]["ratio"] > MEMORY_TARGET]
-        if memory:
-            parts.append(f"memory ≤ {MEMORY_TARGET:g}: "
-                         + (", ".join(f"✗ {_ratio(r['memory']['ratio'], MEMORY_TARGET)} at "
-                                      f"batch {r['batch']}"
-                                      for r in big) if big else "✓ at every batch"))
-        totals["checked"] += len(training) + len(inference) + len(memory)
-        totals["met"] += (len(training) - len(slow) + len(inference) - len(slow_infer)
-                          + len(memory) - len(big))
+        for name, ratio, target, higher in TARGET_CHECKS:
+            judged = [r for r in rows if target(r) is not None]
+            if not judged:
+                continue
+            missed = [r for r in judged if _misses(ratio(r), target(r), higher)]
+            checked += len(judged)
+            met += len(judged) - len(missed)
+            parts.append(f"{name} {'≥' if higher else '≤'} {target(judged[0]):g}: "
+                         + (", ".join(f"✗ {_ratio(ratio(r), target(r))} at batch {r['batch']}"
+                                      for r in missed) if missed else "✓ at every batch"))
         lines.append(f"- {model}: " + "; ".join(parts))
-    return [f"{totals['met']} of {totals['checked']} targets met.", "", *lines]
+    return [f"{met} of {checked} targets met.", "", *lines]
 
 
 def render_time_to_accuracy(tta: dict) -> list:
@@ -699,21 +698,10 @@ def render_time_to_accuracy(tta: dict) -> list:
 
 
 def missed_targets(data: dict) -> list:
-    missed = []
-    for r in data["results"]:
-        ratio = r["train"]["ratio"]
-        if r["target"] is not None and ratio < r["target"]:
-            missed.append(f"training {r['model']} batch {r['batch']}: ratio {ratio:.2f} "
-                          f"< {r['target']:g}")
-        target = r.get("infer_target")
-        if target is not None and r["infer"]["ratio"] < target:
-            missed.append(f"inference {r['model']} batch {r['batch']}: ratio "
-                          f"{r['infer']['ratio']:.2f} < {target:g}")
-        m = r.get("memory")
-        if m and m["ratio"] > MEMORY_TARGET:
-            missed.append(f"memory {r['model']} batch {r['batch']}: ratio {m['ratio']:.2f} "
-                          f"> {MEMORY_TARGET:g}")
-    return missed
+    return [f"{name} {r['model']} batch {r['batch']}: ratio {ratio(r):.2f} "
+            f"{'<' if higher else '>'} {target(r):g}"
+            for r in data["results"] for name, ratio, target, higher in TARGET_CHECKS
+            if target(r) is not None and _misses(ratio(r), target(r), higher)]
 
 
 def update_markdown(path: Path, section: str) -> None:
