@@ -1,4 +1,4 @@
-"""airbench94 in minivgg against the same recipe in PyTorch: step time, and a short run.
+"""airbench94 in minivgg against the same recipe in PyTorch: the time of a training step.
 
 `compare` times one training step of the airbench94 recipe (forward, label-smoothed cross
 entropy, backward, Nesterov SGD with the recipe's parameter groups, Lookahead) at the
@@ -9,13 +9,6 @@ medians, their ratio and the full run they project: the recipe's steps plus its 
 
     python benchmarks/airbench94.py compare --reps 3 --steps 2    # writes results/airbench94/step_time.json
     python benchmarks/airbench94.py step --framework torch        # one child, prints JSON
-
-`short-run` trains the recipe in minivgg for a few epochs on part of the training set and
-scores a held-out validation split of it (never the test set): that the pieces learn
-together, when a full run does not fit the session. `--widths` trains a narrower net.
-
-    python benchmarks/airbench94.py short-run --epochs 3 --widths 16 32 32 --train-size 4096 \
-        --val-size 1000 --batch-size 256
 """
 from __future__ import annotations
 
@@ -220,35 +213,6 @@ def macs_per_image() -> int:
     return total
 
 
-def short_run(args) -> dict:
-    from minivgg.data import load_dataset, train_val_split
-    from minivgg.experiment import make_trainer
-    images, labels = load_dataset("cifar10", "train")
-    (train_x, train_y), (val_x, val_y) = train_val_split(images, labels, val_size=args.val_size,
-                                                         seed=args.seed)
-    train_x, train_y = train_x[:args.train_size], train_y[:args.train_size]
-    # the paper's LR is per 1,024 examples; the weight decay per step then scales with it
-    batch = args.batch_size or RECIPE.batch_size
-    recipe = RECIPE.override(epochs=args.epochs, seed=args.seed, batch_size=batch,
-                             lr=RECIPE.lr * batch / RECIPE.batch_size,
-                             lookahead_start=min(RECIPE.lookahead_start, args.epochs - 1),
-                             train_epochs_of=tuple((k, min(n, args.epochs - 1))
-                                                   for k, n in RECIPE.train_epochs_of))
-    lines = []
-    options = {"widths": tuple(args.widths)} if args.widths else None
-    trainer = make_trainer(recipe, (train_x, train_y), None, (val_x, val_y),
-                           model_options=options, progress=False,
-                           log=lambda line: (print(line, flush=True), lines.append(line)))
-    start = time.perf_counter()
-    trainer.fit()
-    wall = time.perf_counter() - start
-    return {"recipe": recipe.to_dict(), "widths": args.widths or [64, 256, 256],
-            "train_images": len(train_y), "val_images": len(val_y),
-            "num_parameters": trainer.model.num_parameters(), "wall_s": wall,
-            "final_val_acc": trainer.state.history[-1]["val_acc"],
-            "history": trainer.state.history, "log": lines}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -264,34 +228,18 @@ def main(argv=None):
     c.add_argument("--reps", type=int, default=3)
     c.add_argument("--threads", type=int, default=2)
     c.add_argument("--out", type=Path, default=RESULTS / "step_time.json")
-    r = sub.add_parser("short-run")
-    r.add_argument("--epochs", type=int, default=2)
-    r.add_argument("--widths", type=int, nargs=3, default=None)
-    r.add_argument("--train-size", type=int, default=45_000)
-    r.add_argument("--val-size", type=int, default=5_000)
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--batch-size", type=int, default=None)
-    r.add_argument("--threads", type=int, default=2)
-    r.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.command == "step":
         print(json.dumps(child(args)))
         return
-    if args.command == "short-run":
-        summary = short_run(args)
-    else:
-        summary = compare(args)
+    summary = compare(args)
     summary["command"] = "python benchmarks/airbench94.py " + " ".join(argv or sys.argv[1:])
     summary["machine"] = machine()
-    out = args.out or RESULTS / (f"short_run_e{args.epochs}_w{'-'.join(map(str, summary['widths']))}"
-                                 f"_n{args.train_size}_b{summary['recipe']['batch_size']}"
-                                 f"_s{args.seed}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(summary, indent=2) + "\n")
-    if args.command == "compare":
-        for framework in ("minivgg", "torch"):
-            print(framework, summary[framework]["median_step_s"], summary[framework]["projected_run"])
-        print("ratio", summary["ratio_minivgg_over_torch_step"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    for framework in ("minivgg", "torch"):
+        print(framework, summary[framework]["median_step_s"], summary[framework]["projected_run"])
+    print("ratio", summary["ratio_minivgg_over_torch_step"])
 
 
 def machine() -> dict:

@@ -26,25 +26,13 @@ def run(script: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
     return done
 
 
-def _load_script(name: str):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
-
 def markdown(tmp_path, section: str) -> Path:
     path = tmp_path / "BENCHMARKS.md"
     path.write_text(f"before\n<!-- {section}:begin -->\n<!-- {section}:end -->\nafter\n")
     return path
 
 
-@pytest.mark.parametrize("command", [["conv_paths.py", "--check"], ["threading_policy.py", "--check"],
+@pytest.mark.parametrize("command", [["conv_paths.py", "--check"], ["cold_start.py", "--check"],
                                      ["serve_load.py", "--check"], ["predict_preprocess.py", "check"]])
 def test_committed_section_matches_committed_json(command):
     """CI: each generated section of BENCHMARKS.md is what its script makes of the kept JSON."""
@@ -71,15 +59,17 @@ def test_conv_paths_smoke(tmp_path):
     run("conv_paths.py", "--check", "--json", out, "--markdown", md)
 
 
-def test_threading_policy_smoke(tmp_path):
-    md, out = markdown(tmp_path, "threads-startup"), tmp_path / "threading_policy.json"
-    run("threading_policy.py", "mnist_5k", 4, "--rounds", 1, "--steps", 1, "--json", out, "--markdown", md)
+@pytest.mark.realdata
+@needs_mnist
+def test_cold_start_smoke(tmp_path):
+    md, out = markdown(tmp_path, "cold-start"), tmp_path / "cold_start.json"
+    run("cold_start.py", "--rounds", 1, "--json", out, "--markdown", md, timeout=600)
     result = json.loads(out.read_text())
-    policies = _load_script("threading_policy").POLICIES
-    assert list(result["medians"]) == list(policies)
-    assert all(m["wall_ms"] > 0 for m in result["medians"].values())
-    assert "| workqueue, OpenBLAS single-threaded |" in md.read_text()
-    assert "mnist_5k training step at batch 4" in md.read_text()
+    assert result["recipe"] == "mnist_5k" and result["command"] == "python benchmarks/cold_start.py --rounds 1"
+    assert len(result["cold_s"]) == len(result["warm_s"]) == 1 and result["cold_s"][0] > 0 < result["warm_s"][0]
+    text = md.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n")
+    assert "`minivgg train --recipe mnist_5k` from launch to the end of its first training step, median of 1" in text
 
 
 def test_serve_load_smoke(tmp_path):
@@ -92,30 +82,16 @@ def test_serve_load_smoke(tmp_path):
     assert "| one after another, 1 connection | 8 |" in md.read_text()
 
 
-@pytest.mark.realdata
-@needs_mnist
-def test_data_loading_smoke():
-    done = run("data_loading.py", "--batches", 2)
-    assert "load MNIST train+test" in done.stdout and "prefetch=True" in done.stdout
-
-
-@pytest.mark.realdata
-@needs_mnist
-def test_sweep_test_check_smoke(tmp_path):
-    """A finished one-trial sweep whose seed 0 model is the committed mnist_20k test model."""
-    sweep = tmp_path / "sweep"
-    run_dir = sweep / "trials" / "0000" / "seed0" / "mnist_20k-s0"
-    run_dir.mkdir(parents=True)
-    shutil.copy(MODEL, run_dir / "model.safetensors")
-    (sweep / "trials.json").write_text(json.dumps({"sweep": "tiny", "trials": [
-        {"number": 0, "state": "COMPLETE", "params": {"max_lr": 0.1}, "val_acc": 0.9,
-         "seed_val_acc": {"0": 0.9}, "dir": "trials/0000"},
-        {"number": 1, "state": "PRUNED", "params": {"max_lr": 1.0}, "val_acc": None,
-         "seed_val_acc": {}, "dir": "trials/0001"}]}))
-    run("sweep_test_check.py", sweep, "--into", tmp_path)
-    check = json.loads((tmp_path / "test_check.json").read_text())
-    assert check["best"] == 0 and [t["number"] for t in check["trials"]] == [0]
-    assert 0.9 < check["trials"][0]["test_acc"] <= 1.0
+def test_airbench94_compare_smoke(tmp_path, torch):
+    out = tmp_path / "step_time.json"
+    run("airbench94.py", "compare", "--batch", 2, "--reps", 1, "--steps", 1, "--out", out)
+    summary = json.loads(out.read_text())
+    for framework in ("minivgg", "torch"):
+        (only,) = summary[framework]["runs"]
+        assert only["batch"] == 2 and len(only["step_s"]) == 1 and summary[framework]["median_step_s"] > 0
+        assert summary[framework]["projected_run"]["total_min"] > 0
+    assert summary["ratio_minivgg_over_torch_step"] > 0 and summary["flops_per_step"] > 0
+    assert summary["command"].startswith("python benchmarks/airbench94.py compare --batch 2")
 
 
 def test_predict_preprocess_smoke(tmp_path):
