@@ -1,6 +1,7 @@
 """What the benchmark scripts share: where the repository is (on sys.path, so that they import
-its minivgg), `--set` values, and the marked sections of BENCHMARKS.md that they regenerate.
-Which commit and machine a result came from: minivgg.run_record's git_state() and machine().
+its minivgg), `--set` values, the load other processes put on the shared cores, and the marked
+sections of BENCHMARKS.md that they regenerate. Which commit and machine a result came from:
+minivgg.run_record's git_state() and machine(), shortened by `short_commit`.
 Imports nothing heavy: `pin_threads` must run before NumPy loads OpenBLAS."""
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import argparse
 import difflib
 import json
 import os
+import resource
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,6 +42,15 @@ def relative(path) -> str:
         return str(path)
 
 
+def write_json(path, obj) -> None:
+    """A result file: `obj` as indented JSON, written atomically (a crash leaves the old one)."""
+    from minivgg.fsutil import atomic_write_path
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
+
+
 def parse_set(items) -> dict:
     """`--set FIELD=VALUE ...` as {field: value}: JSON values (epochs=3, augment=[]), else the
     bare word (optimizer=adam); for Recipe.with_changes."""
@@ -55,10 +67,62 @@ def parse_set(items) -> dict:
 
 
 def short_commit() -> str:
-    """The short hash of the commit whose minivgg the script imported, for a table."""
+    """The short hash of the commit whose minivgg the script imported, for a table, marked
+    when tracked files differ from it."""
     from minivgg.run_record import git_state
 
-    return (git_state()["git_commit"] or "unknown")[:7]
+    state = git_state()
+    return (state["git_commit"] or "unknown")[:7] + ("+local changes" if state["git_dirty"] else "")
+
+
+# ---- other processes' load: the cores are shared, and a busy neighbour skews any timing --------
+
+def machine_busy_s() -> float | None:
+    """CPU seconds all processes have used, over every core (/proc/stat); None where unreadable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process has used, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OtherLoad:
+    """How many cores other processes kept busy since `start()`: the machine's busy time less
+    the measured work's CPU time (by default this process's), over the wall time."""
+
+    def start(self):
+        self.t0, self.busy0, self.own0 = time.perf_counter(), machine_busy_s(), own_cpu_s()
+        return self
+
+    def cores(self, measured_cpu_s: float | None = None) -> float | None:
+        busy = machine_busy_s()
+        if busy is None or self.busy0 is None:
+            return None
+        if measured_cpu_s is None:
+            measured_cpu_s = own_cpu_s() - self.own0
+        elapsed = time.perf_counter() - self.t0
+        return max(0.0, busy - self.busy0 - measured_cpu_s) / max(elapsed, 1e-9)
+
+
+def wait_for_quiet(max_wait: float, threshold: float, window: float = 1.0) -> None:
+    """Sleep in `window`-second probes until other processes use under `threshold` cores,
+    for at most `max_wait` seconds."""
+    waited = 0.0
+    while max_wait > 0:
+        probe = OtherLoad().start()
+        time.sleep(window)
+        waited += window
+        cores = probe.cores()
+        if cores is None or cores < threshold or waited >= max_wait:
+            return
 
 
 class MarkedSection:

@@ -30,13 +30,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-if __name__ == "__main__":
-    from common import pin_threads  # before NumPy loads OpenBLAS
-    pin_threads(sys.argv[1:])
+import common  # noqa: E402
 
-import speed  # noqa: E402  (loads numpy and minivgg)
+if __name__ == "__main__":
+    common.pin_threads(sys.argv[1:])  # before NumPy loads OpenBLAS
+
 import minivgg.functional  # noqa: E402
 from minivgg.autograd import Function  # noqa: E402
+from minivgg.models.zoo import MODELS  # noqa: E402
+from minivgg.summary import count_flops  # noqa: E402
+
+RESULTS = HERE / "results" / "speed"   # speed.json, and the profile_*.json that speed.py renders
 
 # Helpers whose time is split out of the op that calls them, by module of minivgg.functional.
 HELPERS = {"conv": ("im2col", "col2im", "unfold_rows", "fold_rows"),
@@ -179,12 +183,12 @@ def profile_torch(case, steps: int) -> dict:
 
 
 def quietly(fn, max_wait: float, threshold: float):
-    """fn() measured while other processes use at most `threshold` cores (see speed.py), retried
-    until then for up to `max_wait` seconds; returns (its result, the other load it saw)."""
+    """fn() measured while other processes use at most `threshold` cores, retried until then
+    for up to `max_wait` seconds; returns (its result, the other load it saw)."""
     deadline = time.perf_counter() + max_wait
     while True:
-        speed.wait_for_quiet(max(0.0, deadline - time.perf_counter()), threshold)
-        load = speed.OtherLoad().start()
+        common.wait_for_quiet(max(0.0, deadline - time.perf_counter()), threshold)
+        load = common.OtherLoad().start()
         result = fn()
         cores = load.cores() or 0.0
         if cores <= threshold or time.perf_counter() >= deadline:
@@ -193,15 +197,17 @@ def quietly(fn, max_wait: float, threshold: float):
 
 def run(model_name: str, batch: int, steps: int, with_torch: bool, threads: int,
         max_wait: float = 120.0, threshold: float = 0.15) -> dict:
+    from speed import Case  # the step speed.py times
+
     torch = None
     if with_torch:
         import torch
         torch.set_num_threads(threads)
-    case = speed.Case(model_name, batch, torch=torch)
+    case = Case(model_name, batch, torch=torch)
     case.set_training(True)
     for _ in range(2):
         case.minivgg_train()
-    flops = speed.count_flops(case.model, case.shape)
+    flops = count_flops(case.model, case.shape)
 
     def measure():
         return time_step(case.minivgg_train, steps), profile_minivgg(case, steps, by_shape=True)
@@ -248,6 +254,37 @@ def print_report(result: dict, top: int) -> None:
                   f"x{op['calls']:<3d} {op['name']}")
 
 
+def render_profile(profile: dict, top: int = 12) -> list:
+    """A markdown table of a profile_step.py JSON: where a training step's time goes."""
+    step_ms = profile["step_ms"]
+    ours_total = profile.get("profiled_step_ms", step_ms)
+    torch = profile.get("torch")
+    lines = [f"### Profile: {profile['model']}, batch {profile['batch']}", "",
+             f"`{profile['command']}`: minivgg training step {step_ms:.1f} ms"
+             + (f", PyTorch {torch['step_ms']:.1f} ms (ratio {torch['step_ms'] / step_ms:.2f})"
+                if torch else "")
+             + ". Self time of each op per step, with its share of the profiled step; helpers "
+               "such as im2col are split out of the op that calls them, `other` is Python, "
+               "autograd and Module overhead. PyTorch: self CPU time per aten op "
+               "(torch.profiler).", ""]
+    rows = [("minivgg op", profile["ops"][:top], ours_total)]
+    if torch:
+        torch_total = torch.get("profiled_ms") or sum(op["ms"] for op in torch["ops"])
+        rows.append(("PyTorch op", torch["ops"][:top], torch_total))
+    depth = max(len(ops) for _, ops, _ in rows)
+    header = " | ".join(f"{name} | ms | share" for name, _, _ in rows)
+    lines += [f"| {header} |", "|" + "---|---:|---:|" * len(rows)]
+    for i in range(depth):
+        cells = []
+        for _, ops, total in rows:
+            if i < len(ops):
+                cells.append(f"{ops[i]['name']} | {ops[i]['ms']:.2f} | {100 * ops[i]['ms'] / total:.0f}%")
+            else:
+                cells.append(" | | ")
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
 def slowest(json_path: Path, count: int) -> list:
     """(model, batch) of the `count` models with the lowest median training ratio in a speed
     JSON over the batch sizes that have a target, each at its worst such batch size."""
@@ -263,13 +300,13 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", choices=list(speed.MODELS))
+    which.add_argument("--model", choices=list(MODELS))
     which.add_argument("--slowest", type=int, metavar="N",
                        help="profile the N models with the lowest median training ratio in "
                             "--from (each at its worst batch size), replacing the old "
                             "profile_*.json")
-    p.add_argument("--from", dest="source", type=Path, default=speed.DEFAULT_JSON,
-                   help=f"speed JSON for --slowest (default {speed.DEFAULT_JSON})")
+    p.add_argument("--from", dest="source", type=Path, default=RESULTS / "speed.json",
+                   help="speed JSON for --slowest (default benchmarks/results/speed/speed.json)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
     p.add_argument("--threads", type=int, default=2)
@@ -279,10 +316,9 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=15, help="rows printed per table")
     p.add_argument("--json", type=Path, help="default benchmarks/results/speed/profile_<model>_b<batch>.json")
     args = p.parse_args(argv)
-    folder = speed.DEFAULT_JSON.parent
     if args.slowest:
         targets = slowest(args.source, args.slowest)
-        for old in folder.glob("profile_*.json"):
+        for old in RESULTS.glob("profile_*.json"):
             old.unlink()
     else:
         targets = [(args.model, args.batch_size)]
@@ -292,7 +328,7 @@ def main(argv=None) -> int:
         result["loadavg"] = list(os.getloadavg())
         print_report(result, args.top)
         path = (args.json if args.json and len(targets) == 1
-                else folder / f"profile_{model}_b{batch}.json")
+                else RESULTS / f"profile_{model}_b{batch}.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(f"\nwrote {path}\n")

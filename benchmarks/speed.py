@@ -1,16 +1,10 @@
 """Training and inference throughput of every zoo model: minivgg against the same model in PyTorch.
 
-For each model and batch size, both frameworks train the same architecture from the same
-weights (minivgg.interop.to_torch) on the same random batch with the same optimizer (SGD,
-momentum 0.9), on the CPU with the same number of threads (OpenBLAS and Numba for minivgg,
-torch.set_num_threads for PyTorch). Each framework runs in a worker process of its own (in
-one process the two thread pools stall each other); the workers take turns (AB, BA, AB,
-...: a block of minivgg steps, then a block of PyTorch steps, each lasting at least
---min-time seconds) after a warm-up, so both see the same machine, and a pair of blocks
-during which other processes took CPU time is measured again (see `alternate`).
-Throughputs are the medians over the blocks. Peak memory is measured per configuration in
-a fresh child process. The same run measures the float32 GEMM ceiling and counts each
-model's FLOPs. Usage:
+Both frameworks train the same architecture from the same weights on the same random batch
+with the same optimizer and number of threads, each in a worker process of its own, taking
+turns block by block (`alternate`); peak memory is measured in fresh child processes
+(`memory_child`), beside the float32 GEMM ceiling and each model's FLOPs. The section it
+renders into BENCHMARKS.md states the method in full (`method`). Usage:
 
     python benchmarks/speed.py                       # everything; writes the JSON and BENCHMARKS.md
     python benchmarks/speed.py --models mnist_5k --batch-sizes 64 --reps 3 --no-memory
@@ -28,7 +22,6 @@ import gc
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shlex
@@ -37,43 +30,33 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-DEFAULT_JSON = HERE / "results" / "speed" / "speed.json"
-DEFAULT_MARKDOWN = ROOT / "BENCHMARKS.md"
-BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
-LEARNING_RATE, MOMENTUM = 0.01, 0.9
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # common, also when a test loads this by path
+import common  # noqa: E402
 
 if __name__ == "__main__":
-    from common import pin_threads  # before NumPy loads OpenBLAS
-    pin_threads(sys.argv[1:])
+    common.pin_threads(sys.argv[1:])  # before NumPy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 import minivgg.functional as F  # noqa: E402
 from minivgg import optim  # noqa: E402
 from minivgg.autograd import Tensor, no_grad  # noqa: E402
 from minivgg.data import get_dataset_info  # noqa: E402
 from minivgg.models import build  # noqa: E402
 from minivgg.models.zoo import MODELS  # noqa: E402
-from minivgg.run_record import cpu_name, git_state  # noqa: E402
+from minivgg import run_record  # noqa: E402
 from minivgg.summary import count_flops  # noqa: E402
 
-
-# ---- what is benchmarked ---------------------------------------------------------------------
-
-def default_batch_sizes(model_name: str) -> list:
-    """The batch sizes the issue's targets name."""
-    return [64, 128]
+DEFAULT_JSON = common.ROOT / "benchmarks" / "results" / "speed" / "speed.json"
+SECTION = "speed"  # the BENCHMARKS.md section this script owns
+LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
 
-def input_shape(model_name: str) -> tuple:
-    """(C, H, W) of the model's default dataset."""
-    return tuple(get_dataset_info(MODELS[model_name].default_dataset).shape)
+# ---- what is benchmarked, and the issue's targets ---------------------------------------------
 
+DEFAULT_BATCH_SIZES = [64, 128]  # the batch sizes the targets name
 
 # The VGG-width nets (32-64 channels and up) whose wide layers BLAS serves on both sides
 WIDE_MODELS = ("minivggnet", "minivggnet_light", "minivgg_fashion", "minivgg_fashion_light")
@@ -92,34 +75,11 @@ def inference_target(model_name: str, batch: int) -> float | None:
 
 
 MEMORY_TARGET = 1.2  # peak memory minivgg / PyTorch at most this
-TIME_TO_ACCURACY_TARGET_S = 90.0  # minivgg to 99.4% MNIST test accuracy with < 8k parameters
 
 
-# ---- FLOPs -----------------------------------------------------------------------------------
-
-def gemm_gflops(n: int = 2048, repeat: int = 5, torch=None) -> dict:
-    """Median float32 GEMM rate of NumPy (and PyTorch when given) on n x n matrices."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    flops = 2.0 * n ** 3
-    out = np.empty_like(a)
-
-    def rate(fn):
-        fn()
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return flops / statistics.median(times) / 1e9
-
-    result = {"n": n, "repeat": repeat, "numpy": rate(lambda: np.matmul(a, b, out=out))}
-    if torch is not None:
-        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-        tout = torch.empty_like(ta)
-        result["torch"] = rate(lambda: torch.mm(ta, tb, out=tout))
-    return result
+def input_shape(model_name: str) -> tuple:
+    """(C, H, W) of the model's default dataset."""
+    return tuple(get_dataset_info(MODELS[model_name].default_dataset).shape)
 
 
 # ---- one configuration: both frameworks on the same weights and data -------------------------
@@ -133,8 +93,7 @@ class Case:
         rng = np.random.default_rng(seed)
         self.x = rng.standard_normal((batch,) + self.shape, dtype=np.float32)  # (N, C, H, W)
         self.y = rng.integers(0, 10, size=batch).astype(np.int64)
-        c, h, _ = self.shape
-        self.model = build(model_name, in_channels=c, image_size=h, seed=seed)
+        self.model = build(model_name, seed=seed)
         self.num_parameters = self.model.num_parameters()
         self.optimizer = optim.SGD(self.model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
         self.torch = torch
@@ -173,68 +132,51 @@ class Case:
             self.twin.train(mode)
 
 
-# ---- other processes' load: the two cores are shared --------------------------------------------
+def gemm_gflops(n: int = 2048, repeat: int = 5, torch=None) -> dict:
+    """Median float32 GEMM rate of NumPy (and PyTorch when given) on n x n matrices."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty_like(a)
 
-class OtherLoad:
-    """How many cores other processes kept busy since `start()`: the machine's busy time from
-    /proc/stat minus this process's own CPU time (all its threads), over the wall time."""
+    def rate(fn):
+        fn()
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 2.0 * n ** 3 / statistics.median(times) / 1e9
 
-    def start(self):
-        self.t0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), _own_cpu_s()
-        return self
-
-    def cores(self) -> float | None:
-        busy = _machine_busy_s()
-        if busy is None or self.busy0 is None:
-            return None
-        elapsed = time.perf_counter() - self.t0
-        return max(0.0, (busy - self.busy0) - (_own_cpu_s() - self.own0)) / max(elapsed, 1e-9)
-
-
-def _machine_busy_s() -> float | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+    result = {"n": n, "repeat": repeat, "numpy": rate(lambda: np.matmul(a, b, out=out))}
+    if torch is not None:
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        tout = torch.empty_like(ta)
+        result["torch"] = rate(lambda: torch.mm(ta, tb, out=tout))
+    return result
 
 
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+# ---- one worker process per framework, taking turns --------------------------------------------
 
-
-def wait_for_quiet(max_wait: float, threshold: float, window: float = 1.0) -> dict:
-    """Sleep in `window`-second probes until other processes use under `threshold` cores,
-    for at most `max_wait` seconds; returns the last probe and the time waited."""
-    waited, cores = 0.0, None
-    while max_wait > 0:
-        probe = OtherLoad().start()
-        time.sleep(window)
-        waited += window
-        cores = probe.cores()
-        if cores is None or cores < threshold or waited >= max_wait:
-            break
-    return {"waited_s": waited, "other_cores": cores}
+def _option(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
 class Timing:
-    """How blocks are timed (see `alternate`)."""
-    reps: int = 5                  # clean pairs of blocks per configuration (training)
-    infer_reps: int = 3            # the same for inference
-    min_time: float = 0.3          # seconds per block at least
-    pause: float = 0.15            # idle seconds before each block
-    quiet_threshold: float = 0.15  # other processes' cores above which a pair is retried
-    max_wait: float = 60.0         # seconds of retrying per configuration before accepting noise
+    """How blocks are timed (see `alternate`); the fields with a help text are options."""
+    reps: int = _option(5, "timed training blocks per framework")
+    infer_reps: int = _option(3, "timed inference blocks per framework")
+    min_time: float = _option(0.3, "seconds per timed block at least")
+    pause: float = _option(0.15, "idle seconds before each block")
+    quiet_threshold: float = _option(0.15, "retry a pair of blocks during which other "
+                                           "processes used more cores than this")
+    max_wait: float = _option(60.0, "seconds of retries per configuration before noisy "
+                                    "pairs are kept")
     warmup: int = 2
     slow_step: float = 0.5         # a step slower than this (s) ...
     slow_reps: int = 3             # ... gets at most this many pairs
 
-
-# ---- one worker process per framework ----------------------------------------------------------
 
 class Worker:
     """A child process that runs one framework's steps on request (see `serve_worker`), so
@@ -304,10 +246,10 @@ def serve_worker(framework: str, threads: int) -> None:
                     case = Case(*key, torch=torch)
                 case.set_training(request["mode"] == "train")
                 step = getattr(case, f"{framework}_{request['mode']}")
-                cpu, start = _own_cpu_s(), time.perf_counter()
+                cpu, start = common.own_cpu_s(), time.perf_counter()
                 for _ in range(request["calls"]):
                     step()
-                reply = {"seconds": time.perf_counter() - start, "cpu_s": _own_cpu_s() - cpu}
+                reply = {"seconds": time.perf_counter() - start, "cpu_s": common.own_cpu_s() - cpu}
         except Exception:
             reply = {"error": traceback.format_exc()}
         reply_to.write(json.dumps(reply) + "\n")
@@ -337,12 +279,9 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
 
     def block(name):
         time.sleep(timing.pause)
-        busy = _machine_busy_s()
+        load = common.OtherLoad().start()
         timed = workers[name].ask(op="steps", calls=calls[name], **request)
-        after = _machine_busy_s()
-        other = None if busy is None or after is None else \
-            max(0.0, after - busy - timed["cpu_s"]) / max(timed["seconds"], 1e-9)
-        return images * calls[name] / timed["seconds"], other or 0.0
+        return images * calls[name] / timed["seconds"], load.cores(timed["cpu_s"]) or 0.0
 
     samples = {name: [] for name in names}
     others, retried, noisy = [], 0, 0
@@ -354,7 +293,8 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
         if load > timing.quiet_threshold:
             if time.perf_counter() < deadline:
                 retried += 1
-                wait_for_quiet(max(0.0, deadline - time.perf_counter()), timing.quiet_threshold)
+                common.wait_for_quiet(max(0.0, deadline - time.perf_counter()),
+                                      timing.quiet_threshold)
                 continue
             noisy += 1
         for name, (rate, _) in pair.items():
@@ -362,21 +302,9 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
         others.append(load)
     result = {name: {"median": statistics.median(s), "samples": s, "calls_per_block": calls[name]}
               for name, s in samples.items()}
+    result["ratio"] = result["minivgg"]["median"] / result["torch"]["median"]
     result.update(other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy)
     return result
-
-
-def measure_case(workers: dict, model_name: str, batch: int, timing: Timing) -> dict:
-    request = {"model": model_name, "batch": batch}
-    train = alternate(workers, {**request, "mode": "train"}, batch, timing, timing.reps)
-    infer = alternate(workers, {**request, "mode": "infer"}, batch, timing, timing.infer_reps)
-    return {"train": _with_ratio(train), "infer": _with_ratio(infer)}
-
-
-def _with_ratio(timed: dict) -> dict:
-    return {"minivgg": timed["minivgg"], "torch": timed["torch"],
-            "ratio": timed["minivgg"]["median"] / timed["torch"]["median"],
-            **{k: timed[k] for k in ("other_cores", "retried_pairs", "noisy_pairs")}}
 
 
 # ---- peak memory, in a fresh child process per configuration --------------------------------
@@ -416,24 +344,22 @@ def memory_child(framework: str, model_name: str, batch: int, steps: int) -> dic
     # One step at batch 2 first: each library's one-off start-up (minivgg's compiled kernels
     # loading, PyTorch's oneDNN primitives) belongs to the baseline, not to training.
     warm = Case(model_name, 2, torch=torch)
-    (warm.torch_train if framework == "torch" else warm.minivgg_train)()
+    getattr(warm, f"{framework}_train")()
     del warm
     case = Case(model_name, batch, torch=torch)
-    step = case.torch_train if framework == "torch" else case.minivgg_train
+    step = getattr(case, f"{framework}_train")
     if framework == "torch":  # only the twin trains; drop minivgg's copy of the weights
         del case.model, case.optimizer
     gc.collect()
     baseline = _status_kib("VmRSS")
-    reset = _reset_peak_rss()
-    if baseline is None or not reset:
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        method = "ru_maxrss"
+    if baseline is not None and _reset_peak_rss():
+        method, peak_kib = "VmHWM", lambda: _status_kib("VmHWM")
     else:
-        method = "VmHWM"
+        method, peak_kib = "ru_maxrss", lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        baseline = peak_kib()
     for _ in range(steps):
         step()
-    peak = _status_kib("VmHWM") if method == "VmHWM" else \
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kib()
     return {"baseline_kib": baseline, "peak_kib": peak, "delta_mib": (peak - baseline) / 1024,
             "method": method, "steps": steps}
 
@@ -452,37 +378,103 @@ def measure_memory(model_name: str, batch: int, steps: int = 3) -> dict:
     return result
 
 
-# ---- the machine -----------------------------------------------------------------------------
+# ---- a whole run -------------------------------------------------------------------------------
 
-def git_commit() -> str | None:
-    """The short commit the workers import, marked when tracked files differ from it."""
-    state = git_state()
-    if state["git_commit"] is None:
-        return None
-    return state["git_commit"][:7] + ("+local changes" if state["git_dirty"] else "")
+def measure(args, argv: list) -> dict:
+    """Every configuration of `args`, in one speed JSON."""
+    started, loadavg_start = time.perf_counter(), list(os.getloadavg())
+    commit = common.short_commit()  # what is measured: the tree as the workers import it now
+    timing = Timing(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Timing)
+                       if "help" in f.metadata})
+    workers = {name: Worker(name, args.threads) for name in ("minivgg", "torch")}
+    try:
+        info = {**workers["torch"].ask(op="info"), **workers["minivgg"].ask(op="info")}
+        machine = {**run_record.machine(), "threads": args.threads, **info}
+        print(f"{machine['cpu']}, {machine['cpu_count']} cores; threads: OpenBLAS "
+              f"{machine['openblas_threads']}, torch {machine['torch_threads']}; load "
+              f"{loadavg_start}")
+        common.wait_for_quiet(args.max_wait, args.quiet_threshold)
+        gemm = {**workers["minivgg"].ask(op="gemm", n=args.gemm_size, repeat=5),
+                "torch": workers["torch"].ask(op="gemm", n=args.gemm_size, repeat=5)["torch"]}
+        print(f"float32 GEMM {gemm['n']}x{gemm['n']}: NumPy {gemm['numpy']:.1f} GFLOP/s, "
+              f"PyTorch {gemm['torch']:.1f} GFLOP/s")
+        results = [measure_row(workers, model_name, batch, timing, not args.no_memory)
+                   for model_name in args.models for batch in args.batch_sizes]
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {"meta": {"command": " ".join(["python benchmarks/speed.py", *map(shlex.quote, argv)]),
+                     "date": _dt.datetime.now().isoformat(timespec="seconds"), "commit": commit,
+                     "timing": dataclasses.asdict(timing), "loadavg_start": loadavg_start,
+                     "loadavg_end": list(os.getloadavg()), "wall_s": time.perf_counter() - started},
+            "machine": machine, "gemm": gemm, "ceiling_gflops": max(gemm["numpy"], gemm["torch"]),
+            "results": results}
 
 
-def machine_info(torch_info: dict, threads: int) -> dict:
-    return {
-        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": threads,
-        "openblas_threads": None, "torch_threads": torch_info["torch_threads"],
-        "python": platform.python_version(), "numpy": np.__version__,
-        "torch": torch_info["torch"], "platform": platform.platform(),
-    }
+def measure_row(workers: dict, model_name: str, batch: int, timing: Timing, memory: bool) -> dict:
+    """One model at one batch size: training and inference taking turns, then peak memory."""
+    model = build(model_name, seed=0)
+    flops = count_flops(model, input_shape(model_name))
+    request = {"model": model_name, "batch": batch}
+    train = alternate(workers, {**request, "mode": "train"}, batch, timing, timing.reps)
+    infer = alternate(workers, {**request, "mode": "infer"}, batch, timing, timing.infer_reps)
+    row = {"model": model_name, "dataset": MODELS[model_name].default_dataset,
+           "params": model.num_parameters(), "batch": batch,
+           "target": training_target(model_name, batch),
+           "infer_target": inference_target(model_name, batch),
+           "flops": {"forward": flops["forward"], "train": flops["train"]},
+           "train": train, "infer": infer,
+           "memory": measure_memory(model_name, batch) if memory else None,
+           "loadavg": list(os.getloadavg())}
+    m = row["memory"]
+    print(f"{model_name:16s} b{batch:<4d} train {train['minivgg']['median']:8.0f} vs "
+          f"{train['torch']['median']:8.0f} img/s ({train['ratio']:.2f})  infer "
+          f"{infer['minivgg']['median']:8.0f} vs {infer['torch']['median']:8.0f} "
+          f"({infer['ratio']:.2f})"
+          + (f"  mem {m['minivgg']['delta_mib']:.0f}/{m['torch']['delta_mib']:.0f} MiB "
+             f"({m['ratio']:.2f})" if m else "")
+          + f"  other load {_load(train)} / {_load(infer)}, retried "
+            f"{train['retried_pairs'] + infer['retried_pairs']}", flush=True)
+    return row
 
 
 # ---- the BENCHMARKS.md section ---------------------------------------------------------------
 
-def _fmt_rate(x: float) -> str:
-    return f"{x:,.0f}"
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One of a result row's targets: its ratio, the target (None: not judged), which way is good."""
+    name: str
+    ratio: Callable[[dict], float]
+    target: Callable[[dict], float | None]
+    higher_is_better: bool = True
+
+    def judged(self, row) -> bool:
+        return self.target(row) is not None
+
+    def missed(self, row) -> bool:
+        ratio, target = self.ratio(row), self.target(row)
+        return ratio < target if self.higher_is_better else ratio > target
+
+    def ratio_text(self, row) -> str:
+        """Two decimals, three where two would print the target itself (1.502 misses 1.5)."""
+        value, target = self.ratio(row), self.target(row)
+        text = f"{value:.2f}"
+        if target is not None and text == f"{target:.2f}" and value != target:
+            text = f"{value:.3f}"
+        return text
+
+    def mark(self, row) -> str:
+        if not self.judged(row):
+            return "–"
+        sign = "≥" if self.higher_is_better else "≤"
+        return f"{'✗' if self.missed(row) else '✓'} {sign} {self.target(row):g}"
 
 
-def _ratio(value: float, target: float | None) -> str:
-    """Two decimals, three where two would print the target itself (1.502 misses 1.5)."""
-    text = f"{value:.2f}"
-    if target is not None and text == f"{target:.2f}" and value != target:
-        text = f"{value:.3f}"
-    return text
+TRAINING = Target("training", lambda r: r["train"]["ratio"], lambda r: r["target"])
+INFERENCE = Target("inference", lambda r: r["infer"]["ratio"], lambda r: r.get("infer_target"))
+MEMORY = Target("memory", lambda r: r["memory"]["ratio"],
+                lambda r: MEMORY_TARGET if r.get("memory") else None, higher_is_better=False)
+TARGETS = (TRAINING, INFERENCE, MEMORY)
 
 
 def _load(timed: dict) -> str:
@@ -494,21 +486,78 @@ def _load(timed: dict) -> str:
     return text
 
 
-def _mark(value: float, target: float | None, higher_is_better: bool = True) -> str:
-    if target is None:
-        return "–"
-    ok = value >= target if higher_is_better else value <= target
-    return f"{'✓' if ok else '✗'} {'≥' if higher_is_better else '≤'} {target:g}"
+def _row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
 
 
-def render_section(data: dict, profiles: list = (), analysis: str | None = None,
-                   time_to_accuracy: dict | None = None) -> str:
-    """The markdown between the speed markers, from a speed JSON (and profile JSONs, an
-    analysis text and a time_to_accuracy.py JSON)."""
+def training_table(results: list, ceiling: float) -> list:
+    lines = ["### Training step (forward, cross-entropy, backward, SGD momentum step)", "",
+             "| model | params | batch | minivgg img/s | PyTorch img/s | ratio | target | "
+             "minivgg GFLOP/s (% of ceiling) | PyTorch GFLOP/s (% of ceiling) | other load |",
+             "|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|"]
+    for r in results:
+        t = r["train"]
+        gflops = [r["flops"]["train"] * t[side]["median"] / 1e9 for side in ("minivgg", "torch")]
+        lines.append(_row(r["model"], f"{r['params']:,}", r["batch"],
+                          f"{t['minivgg']['median']:,.0f}", f"{t['torch']['median']:,.0f}",
+                          TRAINING.ratio_text(r), TRAINING.mark(r),
+                          *(f"{g:.1f} ({100 * g / ceiling:.0f}%)" for g in gflops), _load(t)))
+    return lines
+
+
+def inference_table(results: list) -> list:
+    lines = ["### Inference (eval mode, no graph)", "",
+             "| model | batch | minivgg img/s | PyTorch img/s | ratio | target | other load |",
+             "|---|---:|---:|---:|---:|:---:|---:|"]
+    for r in results:
+        i = r["infer"]
+        lines.append(_row(r["model"], r["batch"], f"{i['minivgg']['median']:,.0f}",
+                          f"{i['torch']['median']:,.0f}", INFERENCE.ratio_text(r),
+                          INFERENCE.mark(r), _load(i)))
+    return lines
+
+
+def memory_table(results: list) -> list:
+    lines = ["### Peak memory of training steps (MiB above the set-up baseline)", "",
+             "| model | batch | minivgg MiB | PyTorch MiB | ratio | target |",
+             "|---|---:|---:|---:|---:|:---:|"]
+    for r in results:
+        m = r["memory"]
+        lines.append(_row(r["model"], r["batch"], f"{m['minivgg']['delta_mib']:.1f}",
+                          f"{m['torch']['delta_mib']:.1f}", MEMORY.ratio_text(r), MEMORY.mark(r)))
+    return lines
+
+
+def target_summary(data: dict) -> list:
+    """One line per model: met/missed counts and the missed configurations."""
+    lines, met, checked = [], 0, 0
+    by_model = {}
+    for r in data["results"]:
+        by_model.setdefault(r["model"], []).append(r)
+    for model, rows in by_model.items():
+        parts = []
+        for target in TARGETS:
+            judged = [r for r in rows if target.judged(r)]
+            if not judged:
+                continue
+            missed = [r for r in judged if target.missed(r)]
+            checked += len(judged)
+            met += len(judged) - len(missed)
+            sign = "≥" if target.higher_is_better else "≤"
+            parts.append(f"{target.name} {sign} {target.target(judged[0]):g}: "
+                         + (", ".join(f"✗ {target.ratio_text(r)} at batch {r['batch']}"
+                                      for r in missed) if missed else "✓ at every batch"))
+        lines.append(f"- {model}: " + "; ".join(parts))
+    return [f"{met} of {checked} targets met.", "", *lines]
+
+
+def render_section(data: dict, time_to_accuracy: list = (), appendices: list = ()) -> str:
+    """The markdown between the speed markers, from a speed JSON; `time_to_accuracy` (before
+    the method) and `appendices` (after it) are parts rendered elsewhere, each a list of lines."""
     meta, machine, gemm = data["meta"], data["machine"], data["gemm"]
     ceiling = data["ceiling_gflops"]
-    lines = [BEGIN, "<!-- generated by `python benchmarks/speed.py` (or `--render-only`) from "
-                    "benchmarks/results/speed/*.json: do not edit by hand -->", "",
+    lines = ["<!-- generated by `python benchmarks/speed.py` (or `--render-only`) from "
+             "benchmarks/results/speed/*.json: do not edit by hand -->", "",
              "minivgg against the same architecture in PyTorch, same weights, same CPU, same "
              "number of threads.", ""]
     lines += [f"Produced by `{meta['command']}` on {meta['date']} (commit {meta['commit']}), "
@@ -523,232 +572,76 @@ def render_section(data: dict, profiles: list = (), analysis: str | None = None,
     lines += [f"**Ceiling**: float32 GEMM ({gemm['n']}x{gemm['n']}, median of {gemm['repeat']}): "
               f"NumPy/OpenBLAS {gemm['numpy']:.1f} GFLOP/s{torch_gemm}. The percentages below "
               f"are of the faster, {ceiling:.1f} GFLOP/s.", ""]
-
     results = data["results"]
-    lines += ["### Training step (forward, cross-entropy, backward, SGD momentum step)", "",
-              "| model | params | batch | minivgg img/s | PyTorch img/s | ratio | target | "
-              "minivgg GFLOP/s (% of ceiling) | PyTorch GFLOP/s (% of ceiling) | other load |",
-              "|---|---:|---:|---:|---:|---:|:---:|---:|---:|---:|"]
-    for r in results:
-        t, flops = r["train"], r["flops"]["train"]
-        ours, theirs = t["minivgg"]["median"], t["torch"]["median"]
-        g_ours, g_theirs = flops * ours / 1e9, flops * theirs / 1e9
-        lines.append(f"| {r['model']} | {r['params']:,} | {r['batch']} | {_fmt_rate(ours)} | "
-                     f"{_fmt_rate(theirs)} | {_ratio(t['ratio'], r['target'])} | "
-                     f"{_mark(t['ratio'], r['target'])} | "
-                     f"{g_ours:.1f} ({100 * g_ours / ceiling:.0f}%) | "
-                     f"{g_theirs:.1f} ({100 * g_theirs / ceiling:.0f}%) | {_load(t)} |")
-    lines += ["", "### Inference (eval mode, no graph)", "",
-              "| model | batch | minivgg img/s | PyTorch img/s | ratio | target | other load |",
-              "|---|---:|---:|---:|---:|:---:|---:|"]
-    for r in results:
-        i, target = r["infer"], r.get("infer_target")
-        lines.append(f"| {r['model']} | {r['batch']} | {_fmt_rate(i['minivgg']['median'])} | "
-                     f"{_fmt_rate(i['torch']['median'])} | {_ratio(i['ratio'], target)} | "
-                     f"{_mark(i['ratio'], target)} | {_load(i)} |")
+    lines += [*training_table(results, ceiling), "", *inference_table(results)]
     with_memory = [r for r in results if r.get("memory")]
     if with_memory:
-        lines += ["", "### Peak memory of training steps (MiB above the set-up baseline)", "",
-                  "| model | batch | minivgg MiB | PyTorch MiB | ratio | target |",
-                  "|---|---:|---:|---:|---:|:---:|"]
-        for r in with_memory:
-            m = r["memory"]
-            lines.append(f"| {r['model']} | {r['batch']} | {m['minivgg']['delta_mib']:.1f} | "
-                         f"{m['torch']['delta_mib']:.1f} | {_ratio(m['ratio'], MEMORY_TARGET)} | "
-                         f"{_mark(m['ratio'], MEMORY_TARGET, higher_is_better=False)} |")
-
+        lines += ["", *memory_table(with_memory)]
     lines += ["", "### Targets", "", *target_summary(data)]
-    if time_to_accuracy:
-        lines += ["", *render_time_to_accuracy(time_to_accuracy)]
-    lines += ["", "### Method", "",
-              "- Same weights (`minivgg.interop.to_torch`), same random batch (standard normal "
-              "images, random labels), same optimizer (SGD, lr 0.01, momentum 0.9), default "
-              "`zero_grad` on both sides. Each framework runs in a worker process of its own "
-              "and the two take turns (AB, BA, AB, ...), each block of steps lasting at least "
-              "`--min-time` seconds after a warm-up; the figures are medians over "
-              f"{meta['timing']['reps']} pairs of training blocks and "
-              f"{meta['timing']['infer_reps']} of inference blocks (at most "
-              f"{meta['timing']['slow_reps']} for configurations whose step takes over "
-              f"{meta['timing']['slow_step']} s). Ratio = minivgg / PyTorch.",
-              "- The two cores are shared: when another process takes one core, both libraries "
-              "slow down several-fold (their 2-thread pools wait on each other), so each block "
-              "records the cores other processes used during it (from /proc/stat minus this "
-              "timed worker's CPU time) and a pair with more than `--quiet-threshold` cores of "
-              "other load is measured again (up to `--max-wait` seconds per configuration; "
-              "pairs kept after that are counted as noisy). `other load` is the most any kept "
-              "pair saw. Each block starts after a short pause (`--pause`) so that one "
-              "worker's idle BLAS or OpenMP threads, which spin for a while after their last "
-              "call, do not run into the other worker's block.",
-              "- FLOPs count the multiply-adds of convolutions and linear layers (2 per "
-              "multiply-add): forward, plus weight gradients and input gradients (none for the "
-              "first layer, whose input is the image) for a training step. GFLOP/s = FLOPs per "
-              "image x images/s.",
-              "- Peak memory: each configuration in a fresh process per framework; the resident "
-              "set after imports, one training step at batch 2 (what each library loads once: "
-              "minivgg's compiled kernels, PyTorch's oneDNN primitives), data, model and "
-              "optimizer is the baseline, then the kernel's high-water mark (VmHWM, reset "
-              "before the steps) over 3 training steps; the difference is what training costs "
-              "(activations, gradients, optimizer state, library workspaces, allocator caches).",
-              "- Targets (issue 18): training ratio ≥ 1.5 for the 28x28 zoo models and ≥ 1.0 "
-              "for minivggnet and minivgg_fashion (and their light variants) at batch 64 and "
-              "128; inference ratio ≥ 1.5 for every zoo model at batch 128; memory ratio ≤ "
-              f"{MEMORY_TARGET:g}. airbench94 has its own benchmark (benchmarks/airbench94.py)."]
-    for profile in profiles:
-        lines += ["", *render_profile(profile)]
-    if analysis:
-        lines += ["", analysis.strip()]
-    lines.append(END)
-    return "\n".join(lines) + "\n"
+    for part in time_to_accuracy:
+        lines += ["", *part]
+    lines += ["", *method(meta["timing"])]
+    for part in appendices:
+        lines += ["", *part]
+    return "\n" + "\n".join(lines) + "\n"
 
 
-def render_profile(profile: dict, top: int = 12) -> list:
-    """A markdown table of a profile_step.py JSON: where a training step's time goes."""
-    step_ms = profile["step_ms"]
-    ours_total = profile.get("profiled_step_ms", step_ms)
-    torch = profile.get("torch")
-    lines = [f"### Profile: {profile['model']}, batch {profile['batch']}", "",
-             f"`{profile['command']}`: minivgg training step {step_ms:.1f} ms"
-             + (f", PyTorch {torch['step_ms']:.1f} ms (ratio {torch['step_ms'] / step_ms:.2f})"
-                if torch else "")
-             + ". Self time of each op per step, with its share of the profiled step; helpers "
-               "such as im2col are split out of the op that calls them, `other` is Python, "
-               "autograd and Module overhead. PyTorch: self CPU time per aten op "
-               "(torch.profiler).", ""]
-    rows = [("minivgg op", profile["ops"][:top], ours_total)]
-    if torch:
-        torch_total = torch.get("profiled_ms") or sum(op["ms"] for op in torch["ops"])
-        rows.append(("PyTorch op", torch["ops"][:top], torch_total))
-    depth = max(len(ops) for _, ops, _ in rows)
-    header = " | ".join(f"{name} | ms | share" for name, _, _ in rows)
-    lines += [f"| {header} |", "|" + "---|---:|---:|" * len(rows)]
-    for i in range(depth):
-        cells = []
-        for _, ops, total in rows:
-            if i < len(ops):
-                cells.append(f"{ops[i]['name']} | {ops[i]['ms']:.2f} | {100 * ops[i]['ms'] / total:.0f}%")
-            else:
-                cells.append(" | | ")
-        lines.append(f"| {' | '.join(cells)} |")
-    return lines
-
-
-# Each target of a result row: (name, the row's ratio, its target or None, higher is better)
-TARGET_CHECKS = [
-    ("training", lambda r: r["train"]["ratio"], lambda r: r["target"], True),
-    ("inference", lambda r: r["infer"]["ratio"], lambda r: r.get("infer_target"), True),
-    ("memory", lambda r: r["memory"]["ratio"],
-     lambda r: MEMORY_TARGET if r.get("memory") else None, False),
-]
-
-
-def _misses(ratio: float, target: float, higher: bool) -> bool:
-    return ratio < target if higher else ratio > target
-
-
-def target_summary(data: dict) -> list:
-    """One line per model: met/missed counts and the missed configurations."""
-    lines, met, checked = [], 0, 0
-    by_model = {}
-    for r in data["results"]:
-        by_model.setdefault(r["model"], []).append(r)
-    for model, rows in by_model.items():
-        parts = []
-        for name, ratio, target, higher in TARGET_CHECKS:
-            judged = [r for r in rows if target(r) is not None]
-            if not judged:
-                continue
-            missed = [r for r in judged if _misses(ratio(r), target(r), higher)]
-            checked += len(judged)
-            met += len(judged) - len(missed)
-            parts.append(f"{name} {'≥' if higher else '≤'} {target(judged[0]):g}: "
-                         + (", ".join(f"✗ {_ratio(ratio(r), target(r))} at batch {r['batch']}"
-                                      for r in missed) if missed else "✓ at every batch"))
-        lines.append(f"- {model}: " + "; ".join(parts))
-    return [f"{met} of {checked} targets met.", "", *lines]
-
-
-def render_time_to_accuracy(tta: dict) -> list:
-    """The time-to-accuracy figure of a time_to_accuracy.py JSON."""
-    recipe = tta["recipe"]
-    lines = [f"### Time to {100 * tta['target']:.1f}% MNIST test accuracy", "",
-             f"`{tta['command']}` on {tta['date']}: recipe `{recipe['name']}` (model "
-             f"{recipe['model']}, batch {recipe['batch_size']}, at most {tta['max_epochs']} "
-             f"epochs, {tta['threads']} threads; {tta['train_images']:,} training and "
-             f"{tta['test_images']:,} test images). Wall time from the start of training to the "
-             f"end of the first epoch whose test accuracy reaches the target, evaluation "
-             f"included; the same recipe, initial weights and batches in a plain PyTorch loop. "
-             f"Target: under {TIME_TO_ACCURACY_TARGET_S:.0f} s for minivgg.", "",
-             "| framework | parameters | reached at epoch | test accuracy | wall time | target |",
-             "|---|---:|---:|---:|---:|:---:|"]
-    for framework, result in tta["results"].items():
-        reached = result["reached"]
-        if reached:
-            cells = (f"{reached['epoch']} | {reached['test_acc']:.4f} | "
-                     f"{reached['elapsed_s']:.1f} s")
-            ok = reached["elapsed_s"] < TIME_TO_ACCURACY_TARGET_S
-        else:
-            best = max((e["test_acc"] for e in result["epochs"]), default=float("nan"))
-            cells = f"not reached | best {best:.4f} | {result['wall_s']:.1f} s"
-            ok = False
-        mark = ("✓" if ok else "✗") if framework == "minivgg" else "–"
-        lines.append(f"| {framework} | {result['parameters']:,} | {cells} | {mark} |")
-    if tta.get("figure"):
-        lines += ["", f"Figure: [test accuracy against wall time, both frameworks]({tta['figure']})."]
-    return lines
-
-
-def missed_targets(data: dict) -> list:
-    return [f"{name} {r['model']} batch {r['batch']}: ratio {ratio(r):.2f} "
-            f"{'<' if higher else '>'} {target(r):g}"
-            for r in data["results"] for name, ratio, target, higher in TARGET_CHECKS
-            if target(r) is not None and _misses(ratio(r), target(r), higher)]
-
-
-def update_markdown(path: Path, section: str) -> None:
-    """Replace what lies between the speed markers of `path` (created with just them if absent)."""
-    path = Path(path)
-    text = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"{path} has no '{BEGIN}' ... '{END}' markers; add them where the speed "
-                         f"section belongs")
-    new = text[:start] + section.rstrip("\n") + text[end + len(END):]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(new)
-    tmp.replace(path)
-
-
-def load_profiles(folder: Path) -> list:
-    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("profile_*.json"))]
+def method(timing: dict) -> list:
+    """How the figures are made, with the run's timing settings."""
+    return ["### Method", "",
+            "- Same weights (`minivgg.interop.to_torch`), same random batch (standard normal "
+            "images, random labels), same optimizer (SGD, lr 0.01, momentum 0.9), default "
+            "`zero_grad` on both sides. Each framework runs in a worker process of its own "
+            "and the two take turns (AB, BA, AB, ...), each block of steps lasting at least "
+            "`--min-time` seconds after a warm-up; the figures are medians over "
+            f"{timing['reps']} pairs of training blocks and {timing['infer_reps']} of inference "
+            f"blocks (at most {timing['slow_reps']} for configurations whose step takes over "
+            f"{timing['slow_step']} s). Ratio = minivgg / PyTorch.",
+            "- The two cores are shared: when another process takes one core, both libraries "
+            "slow down several-fold (their 2-thread pools wait on each other), so each block "
+            "records the cores other processes used during it (from /proc/stat minus this "
+            "timed worker's CPU time) and a pair with more than `--quiet-threshold` cores of "
+            "other load is measured again (up to `--max-wait` seconds per configuration; "
+            "pairs kept after that are counted as noisy). `other load` is the most any kept "
+            "pair saw. Each block starts after a short pause (`--pause`) so that one "
+            "worker's idle BLAS or OpenMP threads, which spin for a while after their last "
+            "call, do not run into the other worker's block.",
+            "- FLOPs count the multiply-adds of convolutions and linear layers (2 per "
+            "multiply-add): forward, plus weight gradients and input gradients (none for the "
+            "first layer, whose input is the image) for a training step. GFLOP/s = FLOPs per "
+            "image x images/s.",
+            "- Peak memory: each configuration in a fresh process per framework; the resident "
+            "set after imports, one training step at batch 2 (what each library loads once: "
+            "minivgg's compiled kernels, PyTorch's oneDNN primitives), data, model and "
+            "optimizer is the baseline, then the kernel's high-water mark (VmHWM, reset "
+            "before the steps) over 3 training steps; the difference is what training costs "
+            "(activations, gradients, optimizer state, library workspaces, allocator caches).",
+            "- Targets (issue 18): training ratio ≥ 1.5 for the 28x28 zoo models and ≥ 1.0 "
+            "for minivggnet and minivgg_fashion (and their light variants) at batch 64 and "
+            "128; inference ratio ≥ 1.5 for every zoo model at batch 128; memory ratio ≤ "
+            f"{MEMORY_TARGET:g}. airbench94 has its own benchmark (benchmarks/airbench94.py)."]
 
 
 def section_from_files(json_path: Path) -> str:
-    """The section for a speed JSON, the profile_*.json beside it and its analysis.md."""
+    """The section for a speed JSON and what lies beside it: time_to_accuracy.json (and its
+    figure), the profile_*.json of profile_step.py, and analysis.md, hand-written."""
+    import profile_step
+    import time_to_accuracy
+
     data = json.loads(Path(json_path).read_text())
     folder = Path(json_path).parent
-    analysis_path = folder / "analysis.md"
-    analysis = analysis_path.read_text() if analysis_path.exists() else None
-    tta_path = folder / "time_to_accuracy.json"
-    tta = json.loads(tta_path.read_text()) if tta_path.exists() else None
-    figure = tta_path.with_suffix(".png").resolve()
-    if tta is not None and figure.exists():
-        # BENCHMARKS.md sits at the repository root: link relative to it where possible
-        link = figure.relative_to(ROOT) if figure.is_relative_to(ROOT) else figure
-        tta = {**tta, "figure": link.as_posix()}
-    return render_section(data, load_profiles(folder), analysis, tta)
-
-
-def render_from_files(json_path: Path, markdown: Path) -> None:
-    update_markdown(markdown, section_from_files(json_path))
-
-
-def check_markdown(json_path: Path, markdown: Path) -> bool:
-    """Whether the section in `markdown` is what the files would generate now."""
-    text = Path(markdown).read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        return False
-    return text[start:end + len(END)] == section_from_files(json_path).rstrip("\n")
+    tta_path, analysis_path = folder / "time_to_accuracy.json", folder / "analysis.md"
+    tta = []
+    if tta_path.exists():
+        tta_json = json.loads(tta_path.read_text())
+        if tta_path.with_suffix(".png").exists():
+            tta_json["figure"] = common.relative(tta_path.with_suffix(".png"))
+        tta = [time_to_accuracy.render(tta_json)]
+    appendices = [profile_step.render_profile(json.loads(p.read_text()))
+                  for p in sorted(folder.glob("profile_*.json"))]
+    if analysis_path.exists():
+        appendices.append([analysis_path.read_text().strip()])
+    return render_section(data, tta, appendices)
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -756,31 +649,25 @@ def check_markdown(json_path: Path, markdown: Path) -> bool:
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
-    p.add_argument("--batch-sizes", nargs="+", type=int,
-                   help="default: 16 64 128, and 512 for the 28x28 grayscale models")
-    p.add_argument("--reps", type=int, default=5,
-                   help="timed training blocks per framework (default 5)")
-    p.add_argument("--infer-reps", type=int, default=3,
-                   help="timed inference blocks per framework (default 3)")
-    p.add_argument("--min-time", type=float, default=0.3, help="seconds per timed block (default 0.3)")
-    p.add_argument("--pause", type=float, default=0.15,
-                   help="idle seconds before each block (default 0.15)")
-    p.add_argument("--quiet-threshold", type=float, default=0.15,
-                   help="retry a pair of blocks during which other processes used more cores "
-                        "than this (default 0.15)")
-    p.add_argument("--max-wait", type=float, default=60.0,
-                   help="seconds of retries per configuration before noisy pairs are kept")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=DEFAULT_BATCH_SIZES,
+                   help=f"default {' '.join(map(str, DEFAULT_BATCH_SIZES))}")
+    for field in dataclasses.fields(Timing):
+        if "help" in field.metadata:
+            p.add_argument("--" + field.name.replace("_", "-"), type=type(field.default),
+                           default=field.default,
+                           help=f"{field.metadata['help']} (default {field.default:g})")
     p.add_argument("--threads", type=int, default=2, help="threads on each side (default 2)")
     p.add_argument("--gemm-size", type=int, default=2048, help="matrix size of the GEMM ceiling")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
-    p.add_argument("--markdown", type=Path, default=DEFAULT_MARKDOWN,
+    p.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD,
                    help="file whose speed section is regenerated (default BENCHMARKS.md)")
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
-    p.add_argument("--render-only", action="store_true",
-                   help="only regenerate the markdown section from --json")
-    p.add_argument("--check", action="store_true",
-                   help="exit 1 if the markdown section differs from what --json generates")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--render-only", action="store_true",
+                      help="only regenerate the markdown section from --json")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 if the markdown section differs from what --json generates")
     p.add_argument("--worker", choices=("minivgg", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--memory-child", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
                    help=argparse.SUPPRESS)
@@ -797,84 +684,18 @@ def main(argv=None) -> int:
         framework, model_name, batch, steps = args.memory_child
         print(json.dumps(memory_child(framework, model_name, int(batch), int(steps))))
         return 0
+    section = common.MarkedSection(SECTION, args.markdown)
     if args.check:
-        if check_markdown(args.json, args.markdown):
-            print(f"the speed section of {args.markdown} matches {args.json}")
+        return section.check(section_from_files(args.json), "python benchmarks/speed.py --render-only")
+    if not args.render_only:
+        data = measure(args, argv)
+        common.write_json(args.json, data)
+        print(f"wrote {args.json}")
+        print("\n".join(target_summary(data)))
+        if args.no_markdown:
             return 0
-        print(f"the speed section of {args.markdown} is not what {args.json} generates; run "
-              f"python benchmarks/speed.py --render-only")
-        return 1
-    if args.render_only:
-        render_from_files(args.json, args.markdown)
-        print(f"regenerated the speed section of {args.markdown} from {args.json}")
-        return 0
-
-    started = time.perf_counter()
-    loadavg_start = list(os.getloadavg())
-    commit = git_commit()  # what is measured: the tree as the workers import it now
-    workers = {name: Worker(name, args.threads) for name in ("minivgg", "torch")}
-    try:
-        machine = machine_info(workers["torch"].ask(op="info"), args.threads)
-        machine["openblas_threads"] = workers["minivgg"].ask(op="info")["openblas_threads"]
-        print(f"{machine['cpu']}, {machine['cpu_count']} cores; threads: OpenBLAS "
-              f"{machine['openblas_threads']}, torch {machine['torch_threads']}; load "
-              f"{loadavg_start}")
-        timing = Timing(reps=args.reps, infer_reps=args.infer_reps, min_time=args.min_time,
-                        pause=args.pause, quiet_threshold=args.quiet_threshold,
-                        max_wait=args.max_wait)
-        wait_for_quiet(args.max_wait, args.quiet_threshold)
-        gemm = {**workers["minivgg"].ask(op="gemm", n=args.gemm_size, repeat=5),
-                "torch": workers["torch"].ask(op="gemm", n=args.gemm_size, repeat=5)["torch"]}
-        ceiling = max(gemm["numpy"], gemm["torch"])
-        print(f"float32 GEMM {gemm['n']}x{gemm['n']}: NumPy {gemm['numpy']:.1f} GFLOP/s, "
-              f"PyTorch {gemm['torch']:.1f} GFLOP/s")
-
-        results = []
-        for model_name in args.models:
-            for batch in args.batch_sizes or default_batch_sizes(model_name):
-                shape = input_shape(model_name)
-                model = build(model_name, in_channels=shape[0], image_size=shape[1], seed=0)
-                flops, params = count_flops(model, shape), model.num_parameters()
-                timed = measure_case(workers, model_name, batch, timing)
-                memory = None if args.no_memory else measure_memory(model_name, batch)
-                row = {"model": model_name, "dataset": MODELS[model_name].default_dataset,
-                       "params": params, "batch": batch,
-                       "target": training_target(model_name, batch),
-                       "infer_target": inference_target(model_name, batch),
-                       "flops": {"forward": flops["forward"], "train": flops["train"]},
-                       **timed, "memory": memory, "loadavg": list(os.getloadavg())}
-                results.append(row)
-                t, i = row["train"], row["infer"]
-                mem = (f"  mem {memory['minivgg']['delta_mib']:.0f}/"
-                       f"{memory['torch']['delta_mib']:.0f} MiB ({memory['ratio']:.2f})"
-                       if memory else "")
-                print(f"{model_name:16s} b{batch:<4d} train {t['minivgg']['median']:8.0f} vs "
-                      f"{t['torch']['median']:8.0f} img/s ({t['ratio']:.2f})  infer "
-                      f"{i['minivgg']['median']:8.0f} vs {i['torch']['median']:8.0f} "
-                      f"({i['ratio']:.2f}){mem}  other load {_load(t)} / {_load(i)}, retried "
-                      f"{t['retried_pairs'] + i['retried_pairs']}", flush=True)
-    finally:
-        for worker in workers.values():
-            worker.close()
-
-    data = {
-        "meta": {"command": " ".join(["python benchmarks/speed.py", *map(shlex.quote, argv)]),
-                 "date": _dt.datetime.now().isoformat(timespec="seconds"), "commit": commit,
-                 "timing": dataclasses.asdict(timing),
-                 "loadavg_start": loadavg_start, "loadavg_end": list(os.getloadavg()),
-                 "wall_s": time.perf_counter() - started},
-        "machine": machine, "gemm": gemm, "ceiling_gflops": ceiling, "results": results,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(args.json)
-    print(f"wrote {args.json}")
-    if not args.no_markdown:
-        render_from_files(args.json, args.markdown)
-        print(f"regenerated the speed section of {args.markdown}")
-    for line in missed_targets(data):
-        print(f"target missed: {line}")
+    section.write(section_from_files(args.json))
+    print(f"regenerated the speed section of {args.markdown} from {args.json}")
     return 0
 
 
