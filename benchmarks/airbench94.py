@@ -21,21 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-RESULTS = HERE / "results" / "airbench94"
+import common
 
 if __name__ == "__main__":
-    from common import pin_threads  # before NumPy loads OpenBLAS
-    pin_threads(sys.argv[1:])
+    common.pin_threads(sys.argv[1:])  # before NumPy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(ROOT))
 from minivgg import functional as F  # noqa: E402
 from minivgg.autograd import Tensor, no_grad  # noqa: E402
 from minivgg.experiment import make_lookahead, make_optimizer, param_groups  # noqa: E402
 from minivgg.models import build, get_recipe  # noqa: E402
+from minivgg.run_record import machine  # noqa: E402
+
+RESULTS = common.ROOT / "benchmarks" / "results" / "airbench94"
 
 RECIPE = get_recipe("airbench94")
 STEPS_PER_EPOCH = 50_000 // RECIPE.batch_size
@@ -234,27 +233,12 @@ def main(argv=None):
         return
     summary = compare(args)
     summary["command"] = "python benchmarks/airbench94.py " + " ".join(argv or sys.argv[1:])
-    summary["machine"] = machine()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    summary["machine"] = {**machine(), "git_commit": common.short_commit(),
+                          "load_average_at_end": os.getloadavg()}
+    common.write_json(args.out, summary)
     for framework in ("minivgg", "torch"):
         print(framework, summary[framework]["median_step_s"], summary[framework]["projected_run"])
     print("ratio", summary["ratio_minivgg_over_torch_step"])
-
-
-def machine() -> dict:
-    import os
-    import platform
-    name = ""
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=ROOT).stdout.strip()
-    return {"cpu": name or platform.processor(), "cpus": os.cpu_count(), "git_commit": git,
-            "load_average_at_end": os.getloadavg()}
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import shutil
@@ -57,6 +56,8 @@ def measure(recipe: str, rounds: int) -> dict:
             warm.append(time_to_first_step(recipe, cache, Path(scratch) / "runs"))
             shutil.rmtree(cache)
             print(f"round {round_ + 1}: cold {cold[-1]:.1f} s, warm {warm[-1]:.1f} s", flush=True)
+    print(f"{recipe}: time to the end of the first training step, median of {rounds}: "
+          f"cold {statistics.median(cold):.1f} s, warm {statistics.median(warm):.1f} s")
     return {"command": "python benchmarks/cold_start.py"
             + (f" --recipe {recipe}" if recipe != "mnist_5k" else "")
             + (f" --rounds {rounds}" if rounds != 3 else ""),
@@ -82,25 +83,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", default="mnist_5k")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--json", type=Path, default=RESULT)
-    p.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD)
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--render-only", action="store_true", help="rewrite the section from --json")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the section is stale")
+    common.add_section_options(p, RESULT)
     args = p.parse_args(argv)
-    section = common.MarkedSection("cold-start", args.markdown)
-    if args.check:
-        return section.check(render(json.loads(args.json.read_text())),
-                             "python benchmarks/cold_start.py --render-only")
-    if not args.render_only:
-        result = measure(args.recipe, args.rounds)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"{args.recipe}: time to the end of the first training step, median of "
-              f"{args.rounds}: cold {result['cold_median_s']:.1f} s, "
-              f"warm {result['warm_median_s']:.1f} s")
-    section.write(render(json.loads(args.json.read_text())))
-    return 0
+    return common.section_main(args, "cold-start", "cold_start.py", render,
+                               lambda: measure(args.recipe, args.rounds))
 
 
 if __name__ == "__main__":

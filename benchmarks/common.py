@@ -125,6 +125,34 @@ def wait_for_quiet(max_wait: float, threshold: float, window: float = 1.0) -> No
             return
 
 
+def add_section_options(parser: argparse.ArgumentParser, result: Path) -> None:
+    """The options of a script that owns a section of BENCHMARKS.md: its result file (--json),
+    the markdown file, and --render-only / --check."""
+    parser.add_argument("--json", type=Path, default=result,
+                        help=f"the result file (default {relative(result)})")
+    parser.add_argument("--markdown", type=Path, default=BENCHMARKS_MD,
+                        help="the file whose section is regenerated (default BENCHMARKS.md)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--render-only", action="store_true",
+                      help="measure nothing: rewrite the section from --json")
+    mode.add_argument("--check", action="store_true",
+                      help="exit 1 if the section is not what --json renders (CI)")
+
+
+def section_main(args, name: str, script: str, render, measure) -> int:
+    """What such a script does with those options: --check compares section `name` with
+    render(the result); otherwise measure() (unless --render-only) into --json, and the section
+    is rewritten from that file."""
+    section = MarkedSection(name, args.markdown)
+    if args.check:
+        return section.check(render(json.loads(args.json.read_text())),
+                             f"python benchmarks/{script} --render-only")
+    if not args.render_only:
+        write_json(args.json, measure())
+    section.write(render(json.loads(args.json.read_text())))
+    return 0
+
+
 class MarkedSection:
     """The text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in a markdown file, which
     one script owns and regenerates; everything around it is left as it is."""

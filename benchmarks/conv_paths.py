@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from common import THREAD_VARIABLES
 
@@ -120,28 +118,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--json", type=Path, default=RESULT)
-    parser.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--render-only", action="store_true", help="rewrite the section from --json")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the section is stale")
+    common.add_section_options(parser, RESULT)
     args = parser.parse_args(argv)
-    section = common.MarkedSection("conv-paths", args.markdown)
-    if args.check:
-        return section.check(render(json.loads(args.json.read_text())),
-                             "python benchmarks/conv_paths.py --render-only")
-    if not args.render_only:
-        result = {"command": "python benchmarks/conv_paths.py"
-                  + (f" --batch {args.batch}" if args.batch != 128 else ""),
-                  "date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "commit": common.short_commit(), "batch": args.batch, "repeat": args.repeat,
-                  "machine": f"{cpu_name()}, {os.cpu_count()} cores, load average at start "
-                             f"{os.getloadavg()[0]:.1f}",
-                  "rows": measure(args.batch, args.repeat)}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-    section.write(render(json.loads(args.json.read_text())))
-    return 0
+
+    def run() -> dict:
+        return {"command": "python benchmarks/conv_paths.py"
+                + (f" --batch {args.batch}" if args.batch != 128 else ""),
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "commit": common.short_commit(), "batch": args.batch, "repeat": args.repeat,
+                "machine": f"{cpu_name()}, {os.cpu_count()} cores, load average at start "
+                           f"{os.getloadavg()[0]:.1f}",
+                "rows": measure(args.batch, args.repeat)}
+
+    return common.section_main(args, "conv-paths", "conv_paths.py", render, run)
 
 
 if __name__ == "__main__":

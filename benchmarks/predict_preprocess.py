@@ -135,9 +135,8 @@ def main(argv=None) -> int:
     section = common.MarkedSection("preprocess")
     if args.command == "run":
         result = measure(args.run_dir, args.examples, args.model_note)
-        args.results_dir.mkdir(parents=True, exist_ok=True)
         out = args.results_dir / f"{args.name or Path(args.run_dir).resolve().name}.json"
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        common.write_json(out, result)
         print(json.dumps(result["scores"], indent=2))
         print(f"wrote {out}")
     elif args.command == "check":

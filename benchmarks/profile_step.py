@@ -329,8 +329,7 @@ def main(argv=None) -> int:
         print_report(result, args.top)
         path = (args.json if args.json and len(targets) == 1
                 else RESULTS / f"profile_{model}_b{batch}.json")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1) + "\n")
+        common.write_json(path, result)
         print(f"\nwrote {path}\n")
     return 0
 

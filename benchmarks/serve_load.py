@@ -5,8 +5,8 @@ Starts `python -m minivgg serve MODEL --port 0` as a child process (listening on
 sends it drawn digits (280x280 PNGs, as the page's canvas sends them): first --warmup
 predictions, then --requests predictions one after another on one keep-alive connection, then
 --requests more from --clients concurrent connections. The server's resident memory (VmRSS
-from /proc) is read after the warm-up and after each phase. Results go to a JSON file;
-`--render` writes the section of BENCHMARKS.md from it.
+from /proc) is read after the warm-up and after each phase. Results go to
+benchmarks/results/serve/load.json and, from it, to BENCHMARKS.md's serve section.
 
     python benchmarks/serve_load.py                 # 1,000 + 1,000 predictions, mnist_20k
     python benchmarks/serve_load.py --render-only   # or --check: is the section stale?
@@ -29,7 +29,6 @@ from pathlib import Path
 import common
 import numpy as np
 
-from minivgg.fsutil import atomic_open
 from minivgg.run_record import machine
 
 DEFAULT_MODEL = common.ROOT / "tests" / "data" / "mnist_20k_digits.safetensors"
@@ -187,36 +186,22 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD)
-    parser.add_argument("--render", action="store_true", help="also write BENCHMARKS.md's section")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--render-only", action="store_true", help="only rewrite BENCHMARKS.md from --out")
-    mode.add_argument("--check", action="store_true", help="exit 1 if the section is stale")
+    common.add_section_options(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
-    section = common.MarkedSection("serve", args.markdown)
-    if args.check:
-        return section.check(render(json.loads(args.out.read_text())),
-                             "python benchmarks/serve_load.py --render-only")
-    if args.render_only:
-        section.write(render(json.loads(args.out.read_text())))
-        return 0
-    load_start = os.getloadavg()[0]
-    record = measure(args.model, args.requests, args.warmup, args.clients)
-    record.update({
-        "command": "python benchmarks/serve_load.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": common.short_commit(),
-        "model": common.relative(args.model), "machine": machine(),
-        "load_average": [load_start, os.getloadavg()[0]],
-    })
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(args.out) as handle:
-        json.dump(record, handle, indent=2)
-        handle.write("\n")
-    print(json.dumps(record, indent=2))
-    if args.render:
-        section.write(render(record))
-    return 0
+
+    def run() -> dict:
+        load_start = os.getloadavg()[0]
+        record = measure(args.model, args.requests, args.warmup, args.clients)
+        record.update({
+            "command": "python benchmarks/serve_load.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "commit": common.short_commit(), "model": common.relative(args.model),
+            "machine": machine(), "load_average": [load_start, os.getloadavg()[0]],
+        })
+        print(json.dumps(record, indent=1))
+        return record
+
+    return common.section_main(args, "serve", "serve_load.py", render, run)
 
 
 if __name__ == "__main__":

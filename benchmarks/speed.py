@@ -659,15 +659,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=2, help="threads on each side (default 2)")
     p.add_argument("--gemm-size", type=int, default=2048, help="matrix size of the GEMM ceiling")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
-    p.add_argument("--markdown", type=Path, default=common.BENCHMARKS_MD,
-                   help="file whose speed section is regenerated (default BENCHMARKS.md)")
+    common.add_section_options(p, DEFAULT_JSON)
     p.add_argument("--no-markdown", action="store_true", help="do not touch the markdown file")
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--render-only", action="store_true",
-                      help="only regenerate the markdown section from --json")
-    mode.add_argument("--check", action="store_true",
-                      help="exit 1 if the markdown section differs from what --json generates")
     p.add_argument("--worker", choices=("minivgg", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--memory-child", nargs=4, metavar=("FRAMEWORK", "MODEL", "BATCH", "STEPS"),
                    help=argparse.SUPPRESS)

@@ -368,8 +368,7 @@ def main(argv=None) -> int:
             "test_images": int(len(setup.test[1])), "data_load_s": setup.load_s,
             "loadavg_end": list(os.getloadavg()), **git_state(), "machine": machine(),
             "results": results}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(data, indent=1) + "\n")
+    common.write_json(args.json, data)
     plot(data, figure_path(args.json))
     print(f"wrote {args.json} and {figure_path(args.json)}")
     speed_json = DEFAULT_JSON.parent / "speed.json"

@@ -74,8 +74,8 @@ def test_cold_start_smoke(tmp_path):
 
 def test_serve_load_smoke(tmp_path):
     md, out = markdown(tmp_path, "serve"), tmp_path / "load.json"
-    run("serve_load.py", "--model", MODEL, "--requests", 8, "--warmup", 2, "--clients", 2, "--out", out,
-        "--render", "--markdown", md)
+    run("serve_load.py", "--model", MODEL, "--requests", 8, "--warmup", 2, "--clients", 2, "--json", out,
+        "--markdown", md)
     record = json.loads(out.read_text())
     assert record["sequential"]["requests"] == 8 and record["concurrent"]["requests"] == 8
     assert record["rss_mib"]["after_concurrent"] > 0 and record["model"] == "tests/data/mnist_20k_digits.safetensors"
