@@ -1,4 +1,4 @@
-"""Affine warps of image batches: one vectorised bilinear gather for the whole batch.
+"""Affine warps of image batches: the maps here, the resampling in kernels/warp.py.
 
 Conventions follow torchvision's tensor path (`F.affine`, `F.rotate`):
 - pixel centres sit at integer coordinates and the rotation centre is the image centre
@@ -13,6 +13,8 @@ Conventions follow torchvision's tensor path (`F.affine`, `F.rotate`):
 from __future__ import annotations
 
 import numpy as np
+
+from ..kernels.warp import warp_bilinear
 
 
 def _per_sample(value, n: int, name: str, width: int = 1) -> np.ndarray:
@@ -61,57 +63,13 @@ def warp_affine(x: np.ndarray, inverse: np.ndarray, fill=0.0) -> np.ndarray:
     # right-angle rotations and integer shifts land exactly on pixel centres even in float32.
     snapped = np.round(inverse)
     inverse = np.where(np.abs(inverse - snapped) < 1e-9, snapped, inverse).astype(x.dtype)
+    # the centred coordinates of the output pixels
+    xc = (np.arange(width) - (width - 1) / 2).astype(x.dtype)
+    yc = (np.arange(height) - (height - 1) / 2).astype(x.dtype)
     out = np.empty(x.shape, dtype=x.dtype)
-    # blocks of images small enough for their temporaries to stay in cache (at batch 256,
-    # half the time per image of one pass over the whole batch)
-    for start in range(0, n, _BLOCK):
-        _warp_block(x[start:start + _BLOCK], inverse[start:start + _BLOCK], fill,
-                    out[start:start + _BLOCK])
+    warp_bilinear(np.ascontiguousarray(x), inverse, xc, yc,
+                  np.broadcast_to(fill, (channels,)).copy(), out)
     return out
-
-
-_BLOCK = 32
-
-
-def _warp_block(x: np.ndarray, inverse: np.ndarray, fill: np.ndarray, out: np.ndarray) -> None:
-    n, channels, height, width = x.shape
-    cx, cy = (width - 1) / 2, (height - 1) / 2
-    m = inverse[:, :, :, None, None]
-    xc = (np.arange(width) - cx).astype(x.dtype)
-    yc = (np.arange(height) - cy).astype(x.dtype)[:, None]
-    # source position of every output pixel, in array indices (N, H, W), in the batch's dtype
-    src_x = m[:, 0, 0] * xc + (m[:, 0, 1] * yc + (m[:, 0, 2] + x.dtype.type(cx)))
-    src_y = m[:, 1, 0] * xc + (m[:, 1, 1] * yc + (m[:, 1, 2] + x.dtype.type(cy)))
-    # Planes (C, N, H + 3, W + 3) with a zero border of 1 before and 2 after each axis.
-    # Clamping the source position into [-1, size] changes nothing (a clamped position only
-    # ever reads the border) and keeps all four corners inside the planes.
-    padded_h, padded_w = height + 3, width + 3
-    planes = np.zeros((channels, n, padded_h, padded_w), dtype=x.dtype)
-    planes[:, :, 1:-2, 1:-2] = x.transpose(1, 0, 2, 3)
-    planes = planes.reshape(channels, -1)
-    np.clip(src_x, -1, width, out=src_x)
-    np.clip(src_y, -1, height, out=src_y)
-    x0, y0 = np.floor(src_x), np.floor(src_y)
-    wx1, wy1 = src_x - x0, src_y - y0
-    wx0, wy0 = 1 - wx1, 1 - wy1
-    # The in-bounds mask as torchvision samples it (bilinearly, from a plane of ones): that
-    # plane is separable, so the mask is the in-bounds weight along x times that along y.
-    inside = ((wx0 * ((x0 >= 0) & (x0 < width)) + wx1 * (x0 < width - 1))
-              * (wy0 * ((y0 >= 0) & (y0 < height)) + wy1 * (y0 < height - 1)))
-    # flat index of each top-left corner; the other corners are at +1 (right), +padded_w
-    # (down) and +padded_w + 1
-    top_left = (y0 * padded_w + x0).astype(np.intp)
-    top_left += (np.arange(n) * (padded_h * padded_w) + padded_w + 1)[:, None, None]
-    # torchvision's blend, v * m + (1 - m) * fill: the mask m goes into the row weights
-    wy0 *= inside
-    wy1 *= inside
-    for c, plane in enumerate(planes):
-        v = wx0 * plane[top_left] + wx1 * plane[top_left + 1]
-        v *= wy0
-        v += wy1 * (wx0 * plane[top_left + padded_w] + wx1 * plane[top_left + (padded_w + 1)])
-        if fill[c % len(fill)] != 0:
-            v += (1 - inside) * fill[c % len(fill)]
-        out[:, c] = v
 
 
 def affine(x: np.ndarray, angle=0.0, translate=(0.0, 0.0), scale=1.0, shear=(0.0, 0.0),

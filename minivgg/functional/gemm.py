@@ -2,7 +2,7 @@
 
 OpenBLAS's idle worker threads spin for a while after each multithreaded product; on two
 cores they then take a core from the Numba kernels that run next, and both slow down
-(benchmarks/threading_policy.py). So minivgg runs OpenBLAS single-threaded and splits a
+(BENCHMARKS.md, "Threading policy"). So minivgg runs OpenBLAS single-threaded and splits a
 large product itself: `gemm` cuts the output into one band of rows (or columns) per
 thread, the calling thread computes the first band and a small pool of Python threads the
 others (NumPy releases the GIL inside BLAS). Those threads sleep on a queue between

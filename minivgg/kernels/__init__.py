@@ -16,14 +16,16 @@ Threads, in one place:
   sleeps, long enough to catch the next kernel of a step, short enough to leave the core
   to the threads of a matrix product. libgomp's default spin (300,000) takes the core from
   those threads; the workqueue layer's launches cost more than OpenMP's
-  (benchmarks/threading_policy.py compares them; the figures are in BENCHMARKS.md).
+  (BENCHMARKS.md, "Threading policy", has the measurements).
   NUMBA_THREADING_LAYER and GOMP_SPINCOUNT / OMP_WAIT_POLICY in the environment override;
   the short spin is set only while Numba's pool starts (`start_threads`), so PyTorch's own
   OpenMP in the same process keeps its default.
-- Kernels are launched only from the thread that trains or evaluates; the data loader's
-  prefetch thread converts and augments batches with NumPy alone. Every kernel is
-  `serialised`: a lock makes a launch from any other thread (a user's, a server's) wait
-  its turn, so two launches never share the cores (the workqueue layer would abort).
+- Parallel kernels are launched only from the thread that trains or evaluates. The data
+  loader's prefetch thread converts and augments batches with NumPy and one compiled
+  kernel, the warp (warp.py), which is single-threaded and releases the GIL: it never
+  enters the pool. Every parallel kernel is `serialised`: a lock makes a launch from any
+  other thread (a user's, a server's) wait its turn, so two launches never share the
+  cores (the workqueue layer would abort).
 
 Compiled code is cached on disk (`cache=True`, in __pycache__ beside this package, or
 NUMBA_CACHE_DIR): the first run compiles each kernel once per argument type, later runs
