@@ -55,22 +55,28 @@ def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
                             lambda: (xp, g, BATCH, np.empty((4, 3, 3, 3), np.float32)), [3]))
 
 
-@pytest.mark.parametrize("relu_before, relu_after", [(False, False), (True, False), (False, True)])
-def test_batch_norm_same_bits_for_any_thread_count(relu_before, relu_after):
+@pytest.mark.parametrize("relu_before, relu_after, dropout",
+                         [(False, False, False), (True, False, False), (False, True, False),
+                          (False, True, True)])
+def test_batch_norm_same_bits_for_any_thread_count(relu_before, relu_after, dropout):
     x, dy = _data(5, 30, BATCH) + 3, _data(5, 30, BATCH)
     w, b = _data(5), _data(5)
+    drop = ((np.uint64(12345), np.uint32(2 ** 31), 2.0, 30 * BATCH, BATCH) if dropout
+            else norm.NO_DROPOUT)
 
     def forward_args():
-        return (x, w, b, 1e-5, relu_before, relu_after, np.empty_like(x), np.empty(5),
+        return (x, w, b, 1e-5, relu_before, relu_after, drop, np.empty_like(x), np.empty(5),
                 np.empty(5))
-    forward = _runs(norm.batch_norm_forward, forward_args, [6, 7, 8])
+    forward = _runs(norm.batch_norm_forward, forward_args, [7, 8, 9])
     _assert_all_equal(forward)
     out, mean, invstd = forward[0][:3]
+    if dropout:
+        assert 0.3 < np.mean(out == 0) < 0.8
 
     def backward_args():
-        return (x, dy, out, w, mean, invstd, relu_before, relu_after, np.empty_like(x),
+        return (x, dy, out, w, mean, invstd, relu_before, relu_after, drop[2], np.empty_like(x),
                 np.empty(5, np.float32), np.empty(5, np.float32))
-    _assert_all_equal(_runs(norm.batch_norm_backward, backward_args, [8, 9, 10]))
+    _assert_all_equal(_runs(norm.batch_norm_backward, backward_args, [9, 10, 11]))
 
 
 @pytest.mark.parametrize("window", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1)])
@@ -126,13 +132,25 @@ def test_elementwise_kernels_same_bits_for_any_thread_count():
     from minivgg.kernels import elementwise
     size = 3 * elementwise.CHUNK + 5
     x, g = _data(size), _data(2, size)[1]
-    bits = np.random.default_rng(RNG_SEED).integers(0, 2 ** 32, size, dtype=np.uint32)
+    key = np.uint64(np.random.default_rng(RNG_SEED).bit_generator.random_raw())
     threshold, scale = np.uint32(0.3 * 2 ** 32), np.float32(1 / 0.7)
     _assert_all_equal(_runs(elementwise.relu, lambda: (x, np.empty_like(x)), outputs=[1]))
     _assert_all_equal(_runs(elementwise.relu_backward,
                             lambda: (g, x, np.empty_like(x)), outputs=[2]))
     _assert_all_equal(_runs(elementwise.dropout,
-                            lambda: (x, bits, threshold, scale, np.empty_like(x)), outputs=[4]))
+                            lambda: (x, key, threshold, scale, np.empty_like(x)), outputs=[4]))
+
+
+def test_dropout_bits_are_splitmix64():
+    # SplitMix64 seeded with 1234567 first outputs 6457827717110365317 (the published
+    # reference sequence); random_bits(key, i) is the high half of its i-th output
+    from minivgg.kernels.elementwise import random_bits
+    assert random_bits(np.uint64(1234567), 1) == 6457827717110365317 >> 32
+    key = np.uint64(0xDEADBEEFCAFEF00D)
+    compiled = [int(random_bits(key, i)) for i in range(64)]
+    with np.errstate(over="ignore"):  # the Python version wraps around as the compiled one does
+        assert compiled == [int(random_bits.py_func(key, i)) for i in range(64)]
+    assert len(set(compiled)) == 64
 
 
 def test_batch_norm_affine_same_bits_for_any_thread_count_and_as_numpy():

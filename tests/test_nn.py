@@ -733,6 +733,33 @@ def test_sequential_fuses_batchnorm_then_relu_to_the_bit():
         np.testing.assert_array_equal(fused, apart)
 
 
+def test_sequential_fuses_batchnorm_relu_dropout_to_the_bit():
+    """BN -> ReLU -> Dropout as one op draws the Dropout layer's mask (its own Generator, in
+    the output's memory order: conv2d's (C, H, W, N) and a Linear's (N, C)) and gives the
+    same outputs, gradients and statistics as the three layers apart."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.Dropout(0.3, rng=5), nn.Flatten(), nn.Linear(36, 6, rng=1),
+                             nn.BatchNorm1d(6), nn.ReLU(), nn.Dropout(0.5, rng=6))
+    x = _randn(np.random.default_rng(2), 7, 2, 5, 5)
+    fused_run, apart_run = _fused_and_apart(build, (2, 7), (1, 6), x)
+    assert np.mean(fused_run[0] == 0) > 0.3  # the dropout dropped something
+    for fused, apart in zip(fused_run, apart_run):
+        np.testing.assert_array_equal(fused, apart)
+
+
+def test_batchnorm_dropout_is_not_fused_in_eval_mode_or_with_hooks():
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.ReLU(), nn.Dropout(0.5, rng=0))
+    x = Tensor(_randn(np.random.default_rng(3), 8, 3))
+    model.eval()
+    np.testing.assert_array_equal(model(x).data, np.maximum(model[0](x).data, 0))
+    model.train()
+    seen = []
+    model[2].register_forward_hook(lambda m, args, out: seen.append(out))
+    model(x)
+    assert len(seen) == 1  # the Dropout layer ran on its own
+
+
 def test_fused_batchnorm_error_names_the_batchnorm_layer():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm2d\)"):

@@ -106,6 +106,58 @@ def test_fused_relu_batch_norm_equals_the_two_ops(order, training, from_conv):
         np.testing.assert_array_equal(fused, unfused)
 
 
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_batch_norm_relu_dropout_gradcheck(shape):
+    c = shape[1]
+
+    def fn(x, w, b):  # the same key every call: the mask is fixed while differentiating
+        return F.batch_norm(x, None, None, w, b, training=True, relu_after=True, dropout=0.4,
+                            rng=np.random.default_rng(9))
+
+    gradcheck(fn, _data(shape, loc=0.5), _data((c,), 1), _data((c,), 2))
+
+
+@pytest.mark.parametrize("from_conv", [False, True])
+def test_fused_dropout_equals_batch_norm_then_dropout(from_conv):
+    """dropout=p with relu_after is relu(batch_norm) then dropout with the same Generator,
+    to the bit: output, gradients and running stats, in either memory order."""
+    rng = np.random.default_rng(6)
+    x0 = rng.standard_normal((6, 4, 5, 5), dtype=np.float32)
+    k0 = rng.standard_normal((3, 4, 3, 3), dtype=np.float32)
+    g = rng.standard_normal((6, 3, 3, 3), dtype=np.float32)
+    results = []
+    for fused in (False, True):
+        x = minivgg.Tensor(x0, requires_grad=True)
+        k = minivgg.Tensor(k0, requires_grad=True)
+        stats = [np.zeros(3, np.float32), np.ones(3, np.float32)]
+        h = (F.conv2d(x, k) if from_conv
+             else minivgg.Tensor(x0[:, :3, 1:4, 1:4].copy(), requires_grad=True))
+        drop_rng = np.random.default_rng(4)
+        if fused:
+            y = F.batch_norm(h, *stats, training=True, relu_after=True, dropout=0.25,
+                             rng=drop_rng)
+        else:
+            y = F.dropout(F.batch_norm(h, *stats, training=True, relu_after=True), 0.25,
+                          rng=drop_rng)
+        y.backward(g)
+        grads = [t.grad for t in ((x, k) if from_conv else (h,))]
+        results.append([y.data, *grads, *stats])
+    assert 0.3 < np.mean(results[0][0] == 0) < 0.9  # the ReLU's zeros and the dropped
+    for unfused, fused in zip(*results):
+        np.testing.assert_array_equal(fused, unfused)
+
+
+def test_fused_dropout_errors():
+    x = _data((4, 3), 0, np.float32)
+    with pytest.raises(ValueError, match="dropout is fused only after the ReLU of a training"):
+        F.batch_norm(x, None, None, training=True, dropout=0.5, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="batch_norm: training with p=0.5 needs rng"):
+        F.batch_norm(x, None, None, training=True, relu_after=True, dropout=0.5)
+    with pytest.raises(ValueError, match="batch_norm: fused dropout needs 0 < p < 1"):
+        F.batch_norm(x, None, None, training=True, relu_after=True, dropout=1.0,
+                     rng=np.random.default_rng(0))
+
+
 def test_batch_norm_gradients_of_parameters_only():
     """The first layer's input needs no gradient: weight and bias still get theirs."""
     x = _data((4, 3, 2, 2))

@@ -8,7 +8,7 @@ import numpy as np
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels import elementwise as kernels
 from .checks import number, one_of, probability
-from .layout import elementwise, from_chwn, memory_order
+from .layout import as_chwn, elementwise, from_chwn, memory_order
 
 __all__ = ["relu", "elu", "leaky_relu", "gelu", "tanh", "sigmoid", "dropout", "dropout2d"]
 
@@ -200,53 +200,60 @@ class DropoutOp(Function):
 
 
 class ElementDropoutOp(Function):
-    """out = x * scale where bits >= threshold, else 0 (kernels/elementwise.py). The random
-    32-bit draws lie in x's memory order (conv2d's (C, H, W, N) included), so both
-    directions are one plain pass and backward recomputes the mask from them."""
+    """out = x * scale where the element's random bits >= threshold, else 0
+    (kernels/elementwise.py). The bits come from a counter-based generator keyed by one draw
+    from rng and indexed by position in x's memory order (conv2d's (C, H, W, N) included):
+    each direction is one plain pass, and backward recomputes the mask from the key instead
+    of keeping it."""
 
-    def forward(self, x, bits=None, p=0.5):
-        self.bits, self.threshold = bits, _keep_threshold(p)
+    def forward(self, x, key=None, p=0.5):
+        self.key, self.threshold = np.uint64(key), _keep_threshold(p)
         self.scale = x.dtype.type(1 / (1 - p))
-        return elementwise(kernels.dropout, (x, bits), self.threshold, self.scale)
+        memory = memory_order(x)
+        self.chwn = memory is not None and memory is not x  # conv2d's (C, H, W, N) memory
+        return elementwise(kernels.dropout, (x,), self.key, self.threshold, self.scale)
 
     def backward(self, grad):
-        return (elementwise(kernels.dropout, (grad, self.bits), self.threshold, self.scale),)
-
-
-def _random_bits(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    """Uniform 32-bit draws, two from each 64-bit output of rng's bit generator: the stream
-    Generator.random(dtype=float32) reads, without its conversion to floats."""
-    count = int(np.prod(shape))
-    raw = rng.bit_generator.random_raw((count + 1) // 2)
-    return raw.view(np.uint32)[:count].reshape(shape)
+        # the gradient in x's memory order, so that element i meets the same bits
+        grad = from_chwn(as_chwn(grad)) if self.chwn else np.ascontiguousarray(grad)
+        return (elementwise(kernels.dropout, (grad,), self.key, self.threshold, self.scale),)
 
 
 def _keep_threshold(p: float) -> np.uint32:
-    """The bits b kept with probability 1 - p, as u >= p keeps the float32 uniform
-    u = (b >> 8) / 2**24: b >= ceil(p * 2**24) << 8, with p rounded to float32 as there."""
+    """The 32 random bits b kept with probability 1 - p: b >= ceil(p * 2**24) << 8, which
+    keeps b as u >= p keeps the float32 uniform u = (b >> 8) / 2**24 (p rounded to float32)."""
     return np.uint32(math.ceil(float(np.float32(p)) * 2 ** 24) << 8)
 
 
-def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
-    probability(p, "p", op)
-    if not training or p == 0:
-        return x
+def _check_rng(op: str, p, rng) -> None:
     if rng is None:
         raise ValueError(f"{op}: training with p={p} needs rng=numpy.random.Generator "
                          f"(e.g. numpy.random.default_rng(seed)); minivgg uses no global "
                          f"random state")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+
+
+def dropout_key(op: str, p, rng) -> tuple:
+    """(key, keep threshold, scale) of an element-wise dropout mask (ElementDropoutOp), for
+    ops that drop their own output (batch_norm's fused dropout); 0 < p < 1 in float32."""
+    probability(p, "p", op)
+    _check_rng(op, p, rng)
+    if not 0 < np.float32(p) < 1:
+        raise ValueError(f"{op}: fused dropout needs 0 < p < 1, got {p!r}")
+    return np.uint64(rng.bit_generator.random_raw()), _keep_threshold(p), 1 / (1 - p)
+
+
+def _dropout(op: str, x: Tensor, p, training, rng, mask_shape) -> Tensor:
+    probability(p, "p", op)
+    if not training or p == 0:
+        return x
+    _check_rng(op, p, rng)
     if np.float32(p) == 1:  # no float32 uniform in [0, 1) reaches it: every unit dropped
         mask = np.zeros(mask_shape, dtype=x.dtype)
     elif tuple(mask_shape) == x.shape:
-        # one uniform draw per element, in x's memory order
-        memory = memory_order(x.data)
-        if memory is not None and memory is not x.data:
-            bits = from_chwn(_random_bits(rng, memory.shape))
-        else:
-            bits = _random_bits(rng, x.shape)
-        return ElementDropoutOp.apply(x, bits=bits, p=p)
+        # one 64-bit draw keys the whole mask (see ElementDropoutOp)
+        return ElementDropoutOp.apply(x, key=rng.bit_generator.random_raw(), p=p)
     else:
         # keep with probability 1 - p; the uniform draws become the mask in place
         mask = rng.random(mask_shape, dtype=np.float32)

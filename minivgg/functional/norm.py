@@ -6,7 +6,8 @@ import numbers
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from ..kernels.norm import batch_norm_affine, batch_norm_backward, batch_norm_forward
+from ..kernels.norm import NO_DROPOUT, batch_norm_affine, batch_norm_backward, batch_norm_forward
+from .activation import dropout_key
 from .layout import as_chwn, chwn_view, from_chwn
 
 __all__ = ["batch_norm", "layer_norm"]
@@ -92,19 +93,25 @@ class BatchNorm(Function):
     """
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5, relu=False, relu_after=False):
+                training=False, momentum=0.1, eps=1e-5, relu=False, relu_after=False,
+                dropout=None):
         rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
         self.training, self.weight, self.axis, self.relu = training, weight, axis, relu
         self.out = None
+        self.drop_scale = 0.0 if dropout is None else dropout[2]
         if training:
             channels = rows.shape[axis]
             out = np.empty_like(rows)
+            out_view = _channels_first(out, axis)
+            if dropout is not None:  # (key, threshold, scale): the index of (c, r, n) in memory
+                stride_c, stride_r, _ = (step // out.itemsize for step in out_view.strides)
+                dropout = (*dropout, stride_c, stride_r)
             mean, invstd = np.empty(channels), np.empty(channels)  # float64
             ones, zeros = np.ones(channels, rows.dtype), np.zeros(channels, rows.dtype)
             var = batch_norm_forward(
                 _channels_first(rows, axis), ones if weight is None else weight,
                 zeros if bias is None else bias, eps, relu, relu_after,
-                _channels_first(out, axis), mean, invstd)
+                NO_DROPOUT if dropout is None else dropout, out_view, mean, invstd)
             count = rows.size // channels
             if running_mean is not None:
                 running_mean[...] = momentum * mean.astype(rows.dtype) + (1 - momentum) * running_mean
@@ -161,7 +168,7 @@ class BatchNorm(Function):
         out = rows if self.out is None else self.out  # only read when relu_after
         batch_norm_backward(
             _channels_first(rows, axis), _channels_first(dy, axis), _channels_first(out, axis),
-            weight, self.mean, self.invstd, self.relu, self.out is not None,
+            weight, self.mean, self.invstd, self.relu, self.out is not None, self.drop_scale,
             _channels_first(gx, axis) if need_x else gx, sum_dy_xhat, sum_dy)
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
@@ -194,7 +201,7 @@ def _check_eps(op: str, eps) -> None:
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: bool = False,
                momentum: float = 0.1, eps: float = 1e-5, relu: bool = False,
-               relu_after: bool = False) -> Tensor:
+               relu_after: bool = False, dropout: float = 0.0, rng=None) -> Tensor:
     """Batch normalisation over axis 1 of (N, C), (N, C, L) or (N, C, H, W), as torch's.
 
     running_mean / running_var: (C,) arrays (or None), updated in place when training:
@@ -203,6 +210,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
     relu=True normalises max(x, 0): relu then batch_norm as one op, the ReLU's output never
     written out and its gradient mask applied in BatchNorm's last backward pass.
     relu_after=True returns max(batch_norm(x), 0): batch_norm then relu as one op.
+    dropout=p (with relu_after and training) then drops that output as
+    dropout(..., p, rng=rng) would, the same mask, in the same op.
     """
     x = as_tensor(x)
     if x.ndim not in (2, 3, 4):
@@ -225,9 +234,16 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training: b
         raise ValueError("batch_norm: eval mode (training=False) normalises with the running "
                          "statistics, but running_mean or running_var is None; pass them or "
                          "use training=True")
+    key = None
+    if dropout:
+        if not (training and relu_after):
+            raise ValueError("batch_norm: dropout is fused only after the ReLU of a training "
+                             "batch norm (training=True, relu_after=True); otherwise call "
+                             "dropout on the output")
+        key = dropout_key("batch_norm", dropout, rng)
     return BatchNorm.apply(x, weight, bias, running_mean=running_mean, running_var=running_var,
                            training=bool(training), momentum=momentum, eps=eps, relu=bool(relu),
-                           relu_after=bool(relu_after))
+                           relu_after=bool(relu_after), dropout=key)
 
 
 class LayerNormOp(Function):

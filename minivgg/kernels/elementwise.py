@@ -1,4 +1,5 @@
-"""Elementwise kernels: ReLU, ELU (around NumPy's exponentials) and inverted dropout.
+"""Elementwise kernels: ReLU, ELU (around NumPy's exponentials) and inverted dropout with
+counter-based random bits.
 
 Each works on flat views of arrays that share one memory order (functional/layout.py's
 `elementwise` provides them, conv2d's (C, H, W, N) included), so every pass is one plain
@@ -7,6 +8,7 @@ written as selects, not branches, so that LLVM vectorises them.
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit, prange
 
 from . import serialised
@@ -64,12 +66,32 @@ def elu_backward(grad, x, exp_negative, alpha, dx):
             dxs[i] = gs[i] if xs[i] > zero else (alpha * es[i]) * gs[i]
 
 
+# SplitMix64's constants (Steele, Lea and Flood, "Fast splittable pseudorandom number
+# generators", 2014): the counter's step (the golden ratio) and the output function's mixers.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_SHIFT1, _SHIFT2, _SHIFT3, _HIGH = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(32)
+
+
+@njit(cache=True, inline="always")
+def random_bits(key, index):
+    """32 uniform random bits for element `index` of the stream `key`: SplitMix64's output
+    function on the counter key + index * golden ratio. A counter-based generator: each
+    element's bits depend on (key, index) alone, so any thread can draw any element."""
+    z = key + np.uint64(index) * _GOLDEN
+    z = (z ^ (z >> _SHIFT1)) * _MIX1
+    z = (z ^ (z >> _SHIFT2)) * _MIX2
+    return np.uint32((z ^ (z >> _SHIFT3)) >> _HIGH)
+
+
 @serialised
 @njit(parallel=True, cache=True)
-def dropout(x, bits, threshold, scale, out):
-    """out = x * (scale if bits >= threshold else 0); bits and threshold uint32."""
+def dropout(x, key, threshold, scale, out):
+    """out[i] = x[i] * (scale if random_bits(key, i) >= threshold else 0); key uint64,
+    threshold uint32. Backward calls it again on the gradient, with the same key."""
     for chunk in prange((x.size + CHUNK - 1) // CHUNK):
         start, stop = chunk * CHUNK, min(x.size, (chunk + 1) * CHUNK)
-        xs, bs, outs = x[start:stop], bits[start:stop], out[start:stop]
+        xs, outs = x[start:stop], out[start:stop]
         for i in range(stop - start):
-            outs[i] = xs[i] * (scale * (bs[i] >= threshold))  # a product, not a branch
+            keep = random_bits(key, start + i) >= threshold
+            outs[i] = xs[i] * (scale * keep)  # a product, not a branch

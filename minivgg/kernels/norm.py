@@ -6,8 +6,13 @@ channel per parallel iteration, so every statistic is summed by one thread in on
 order: the same bits for any number of threads. Sums are float64, one per lane of a row
 (vector adds), the lanes added at the end.
 
-Forward: one pass for the statistics, one for normalise (+ ReLU). Backward: one pass for
-the two sums it needs, one for the input gradient.
+Forward: one pass for the statistics, one for normalise (+ ReLU, + dropout). Backward: one
+pass for the two sums it needs, one for the input gradient.
+
+Dropout after the ReLU draws each element's bits as kernels/elementwise.py's dropout does,
+from the key and the element's index in memory (c * stride_c + r * stride_r + n): the same
+mask as a separate dropout pass over this output. Backward needs no mask: a dropped
+element's output is 0, which the ReLU's test (out > 0) already sends to a zero gradient.
 
 x - mean is formed as (x - m) - r, m the float64 mean rounded to x's dtype and r what the
 rounding left: x - m is exact for x near the mean, so channels whose mean is far from
@@ -19,13 +24,20 @@ import numpy as np
 from numba import njit, prange
 
 from . import serialised
+from .elementwise import random_bits
+
+# batch_norm_forward's `dropout` argument when there is none: (key, threshold, scale,
+# stride_c, stride_r) with scale 0
+NO_DROPOUT = (np.uint64(0), np.uint32(0), 0.0, 0, 0)
 
 
 @serialised
 @njit(parallel=True, cache=True)
-def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean, invstd):
-    """out = max?(weight * (max?(x, 0) - mean) * invstd + bias, 0) per channel; writes the
-    batch's mean and invstd (biased variance), float64, and returns the variances.
+def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, dropout, out, mean,
+                       invstd):
+    """out = max?(weight * (max?(x, 0) - mean) * invstd + bias, 0) per channel, then dropped
+    out if dropout = (key, threshold, scale, stride_c, stride_r) has a scale (see above);
+    writes the batch's mean and invstd (biased variance), float64, and returns the variances.
 
     x, out: (C, R, L); weight, bias: (C,) of x's dtype; mean, invstd: (C,) float64.
     """
@@ -48,6 +60,8 @@ def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean,
         mean[c], invstd[c], variance[c] = mu, inv, var
         m, residual = _split(mu, x.dtype)
         scale, shift = x.dtype.type(inv * weight[c]), bias[c]
+        key, threshold, drop_scale, stride_c, stride_r = dropout
+        drop_scale = x.dtype.type(drop_scale)
         for r in range(rows):
             for n in range(lanes):
                 v = x[c, r, n]
@@ -56,21 +70,26 @@ def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, out, mean,
                 y = ((v - m) - residual) * scale + shift
                 if relu_after and y < 0:
                     y = 0
+                if drop_scale != 0:  # on y rounded to x's dtype, as a separate pass sees it
+                    index = c * stride_c + r * stride_r + n
+                    y = x.dtype.type(y) * (drop_scale * (random_bits(key, index) >= threshold))
                 out[c, r, n] = y
     return variance
 
 
 @serialised
 @njit(parallel=True, cache=True)
-def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_after, dx,
-                        grad_weight, grad_bias):
+def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_after, drop_scale,
+                        dx, grad_weight, grad_bias):
     """Gradients of batch_norm_forward. dx = weight * invstd * (dy - mean(dy) - xhat *
     mean(dy * xhat)) per channel, xhat = (max?(x, 0) - mean) * invstd; dy is first masked
-    by out > 0 (relu_after) and dx by x > 0 (relu_before). Writes dx (when it has
-    channels), grad_weight = sum dy * xhat and grad_bias = sum dy.
+    by out > 0 (relu_after; and scaled by drop_scale when not 0: the dropout's) and dx by
+    x > 0 (relu_before). Writes dx (when it has channels), grad_weight = sum dy * xhat and
+    grad_bias = sum dy.
     """
     channels, rows, lanes = x.shape
     count = rows * lanes
+    drop_scale = x.dtype.type(drop_scale)
     for c in prange(channels):
         m, residual = _split(mean[c], x.dtype)
         sum_dy = np.zeros(lanes, dtype=np.float64)
@@ -80,6 +99,8 @@ def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_afte
                 g = dy[c, r, n]
                 if relu_after and out[c, r, n] <= 0:
                     g = 0
+                elif drop_scale != 0:
+                    g = g * drop_scale
                 v = x[c, r, n]
                 if relu_before and v < 0:
                     v = 0
@@ -99,6 +120,8 @@ def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_afte
                 g = dy[c, r, n]
                 if relu_after and out[c, r, n] <= 0:
                     g = 0
+                elif drop_scale != 0:
+                    g = g * drop_scale
                 v = x[c, r, n]
                 if relu_before and v < 0:
                     v = 0

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .activation import ReLU
+from .dropout import Dropout
 from .module import Module
 from .norm import _BatchNorm
 
@@ -90,8 +91,8 @@ class Sequential(Module):
         i = 0
         while i < len(layers):
             name, module = layers[i]
-            # ReLU -> BatchNorm and BatchNorm -> ReLU run as one op: the same result with
-            # fewer passes, and no tensor between the two
+            # ReLU -> BatchNorm and BatchNorm -> ReLU (-> Dropout) run as one op: the same
+            # result with fewer passes, and no tensor between them
             following = layers[i + 1][1] if i + 1 < len(layers) else None
             fused = {}
             if (type(module) is ReLU and isinstance(following, _BatchNorm)
@@ -104,6 +105,10 @@ class Sequential(Module):
                     and _fusable(module, following)):
                 fused["relu_after"] = True
                 i += 1
+                after = layers[i + 1][1] if i + 1 < len(layers) else None
+                if type(after) is Dropout and _fusable(after):
+                    fused["dropout"] = after
+                    i += 1
             try:
                 x = module(x, **fused) if fused else module(x)
             except Exception as error:
@@ -114,7 +119,8 @@ class Sequential(Module):
 
 def _fusable(*modules: Module) -> bool:
     """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
-    batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True)): not
+    batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True), and a
+    Dropout after that as batch_norm(..., dropout=p)): not
     when one of them has forward hooks, which must see each layer's own call (summary.py
     records every layer that way)."""
     return not any(module.has_hooks() for module in modules)

@@ -51,9 +51,11 @@ class _BatchNorm(Module):
         self.reset_running_stats()
         _reset_affine(self)
 
-    def forward(self, x, relu: bool = False, relu_after: bool = False):
+    def forward(self, x, relu: bool = False, relu_after: bool = False, dropout=None):
         """relu=True: this layer applied to relu(x); relu_after=True: relu of this layer's
-        output; each as one op (Sequential fuses ReLU -> BN and BN -> ReLU)."""
+        output; dropout (a Dropout layer, with relu_after): that layer applied to the
+        result. Each as one op where the kernels can (Sequential fuses ReLU -> BN,
+        BN -> ReLU and BN -> ReLU -> Dropout)."""
         shape = _shape(x)
         if len(shape) not in self.ranks or shape[1] != self.num_features:
             raise ValueError(f"{_label(self)}: expected input of shape {self.layout}, got {shape}")
@@ -66,9 +68,13 @@ class _BatchNorm(Module):
                 factor = self.momentum
         # batch statistics when training, or when there are no running statistics to use
         use_batch_stats = self.training or self.running_mean is None
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
-                            relu_after=relu_after)
+        fuse_dropout = (dropout is not None and dropout.training and use_batch_stats
+                        and relu_after and 0 < np.float32(dropout.p) < 1)
+        out = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                           training=use_batch_stats, momentum=factor, eps=self.eps, relu=relu,
+                           relu_after=relu_after, dropout=dropout.p if fuse_dropout else 0.0,
+                           rng=dropout.rng if fuse_dropout else None)
+        return dropout(out) if dropout is not None and not fuse_dropout else out
 
     def eval_scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
         """This layer in eval mode as y = x * scale + shift per channel, in float64 (from
