@@ -33,6 +33,7 @@ from minivgg.autograd import Tensor, no_grad  # noqa: E402
 from minivgg.experiment import make_lookahead, make_optimizer, param_groups  # noqa: E402
 from minivgg.models import build, get_recipe  # noqa: E402
 from minivgg.run_record import machine  # noqa: E402
+from minivgg.summary import count_flops  # noqa: E402
 
 RESULTS = common.ROOT / "benchmarks" / "results" / "airbench94"
 
@@ -83,11 +84,11 @@ def torch_twin(torch):
 
 
 class TorchLookahead:
-    """airbench's: every k steps from `start`, slow.lerp_(fast, alpha); fast.copy_(slow), over
-    the parameters and BatchNorm statistics."""
+    """airbench's: every k steps, slow.lerp_(fast, alpha); fast.copy_(slow), over the
+    parameters and BatchNorm statistics."""
 
-    def __init__(self, model, k, start, alpha):
-        self.model, self.k, self.start, self.alpha = model, k, start, alpha
+    def __init__(self, model, k):
+        self.model, self.k = model, k
         self.steps, self.slow = 0, None
 
     def tensors(self):
@@ -95,7 +96,7 @@ class TorchLookahead:
 
     def step(self, total):
         self.steps += 1
-        if self.steps % self.k or self.steps <= self.start:
+        if self.steps % self.k:
             return
         if self.slow is None:
             self.slow = [t.clone() for t in self.tensors()]
@@ -105,15 +106,10 @@ class TorchLookahead:
             slow.lerp_(fast, alpha)
             fast.copy_(slow)
 
-    def reset(self):
-        if self.slow is not None:
-            for slow, fast in zip(self.slow, self.tensors()):
-                fast.copy_(slow)
-
 
 def torch_stepper(batch, torch):
     twin, optimizer = torch_twin(torch)
-    lookahead = TorchLookahead(twin, RECIPE.lookahead, 0, None)
+    lookahead = TorchLookahead(twin, RECIPE.lookahead)
     x, y = (torch.from_numpy(a) for a in _batch(batch))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=RECIPE.label_smoothing)
 
@@ -190,42 +186,23 @@ def compare(args) -> dict:
                                                 / summary["torch"]["median_step_s"])
     summary["ratio_minivgg_over_torch_step_cpu"] = (summary["minivgg"]["median_step_cpu_s"]
                                                     / summary["torch"]["median_step_cpu_s"])
-    summary["flops_per_step"] = 3 * 2 * macs_per_image() * args.batch
+    # 3 x forward (forward, input and weight gradients), as BENCHMARKS.md's airbench94 part counts
+    forward = count_flops(build("airbench94", seed=0), (3, 32, 32))["forward"]
+    summary["flops_per_step"] = 3 * forward * args.batch
     return summary
 
 
-def macs_per_image() -> int:
-    """Multiply-accumulates of one forward pass: the convolutions and the linear layer."""
-    model = build("airbench94", seed=0)
-    side, total = 32, 0
-    for layer in model:
-        name = type(layer).__name__
-        if name == "Conv2d":
-            kh, kw = layer.kernel_size
-            if layer.padding != "same":
-                side = side - kh + 1
-            total += layer.in_channels * layer.out_channels * kh * kw * side * side
-        elif name == "MaxPool2d":
-            side //= layer.kernel_size
-        elif name == "Linear":
-            total += layer.in_features * layer.out_features
-    return total
-
-
 def main(argv=None):
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--batch", type=int, default=RECIPE.batch_size)
+    shared.add_argument("--steps", type=int, default=2)
+    shared.add_argument("--threads", type=int, default=2)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
     sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("step")
+    s = sub.add_parser("step", parents=[shared])
     s.add_argument("--framework", choices=["minivgg", "torch"], required=True)
-    s.add_argument("--batch", type=int, default=RECIPE.batch_size)
-    s.add_argument("--steps", type=int, default=2)
-    s.add_argument("--threads", type=int, default=2)
-    c = sub.add_parser("compare")
-    c.add_argument("--batch", type=int, default=RECIPE.batch_size)
-    c.add_argument("--steps", type=int, default=2)
+    c = sub.add_parser("compare", parents=[shared])
     c.add_argument("--reps", type=int, default=3)
-    c.add_argument("--threads", type=int, default=2)
     c.add_argument("--out", type=Path, default=RESULTS / "step_time.json")
     args = parser.parse_args(argv)
     if args.command == "step":
