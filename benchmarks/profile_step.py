@@ -93,8 +93,8 @@ def _shape_label(args):
 
 def instrument(timer: SelfTimer, by_shape: bool) -> list:
     """Wrap every Function's forward/backward and the helpers; returns what to undo."""
-    for info in pkgutil.iter_modules(minivgg.functional.__path__):
-        importlib.import_module(f"minivgg.functional.{info.name}")  # every Function is defined
+    modules = [importlib.import_module(f"minivgg.functional.{info.name}")  # every Function defined
+               for info in pkgutil.iter_modules(minivgg.functional.__path__)]
     undo = []
     label = _shape_label if by_shape else None
     for cls in set(_all_subclasses(Function)):
@@ -103,8 +103,6 @@ def instrument(timer: SelfTimer, by_shape: bool) -> list:
                 original = cls.__dict__[phase]
                 setattr(cls, phase, timer.wrap(f"{cls.__name__}.{phase}", original, label))
                 undo.append((cls, phase, original))
-    modules = [importlib.import_module(f"minivgg.functional.{info.name}")
-               for info in pkgutil.iter_modules(minivgg.functional.__path__)]
     for owner, names in HELPERS.items():
         home = importlib.import_module(f"minivgg.functional.{owner}")
         for name in names:
@@ -235,29 +233,20 @@ def run(model_name: str, batch: int, steps: int, with_torch: bool, threads: int,
 
 
 def print_report(result: dict, top: int) -> None:
-    print(f"{result['model']} batch {result['batch']}: minivgg {result['step_ms']:.1f} ms/step "
-          f"({result['images_per_s']:.0f} img/s, {result['train_gflops']:.1f} GFLOP/s; "
-          f"{result['profiled_step_ms']:.1f} ms with timers; other processes used "
-          f"{result['other_cores']:.2f} cores)")
-    for title, rows in (("by op", result["ops"]), ("by op and input shape", result["by_shape"])):
-        print(f"\nminivgg, {title}:")
-        for op in rows[:top]:
-            print(f"  {op['ms']:8.2f} ms {100 * op['ms'] / result['profiled_step_ms']:5.1f}%  "
-                  f"x{op['calls']:<3d} {op['name']}")
-    if "torch" in result:
-        t = result["torch"]
-        print(f"\nPyTorch {t['step_ms']:.1f} ms/step ({t['images_per_s']:.0f} img/s, "
-              f"{t['train_gflops']:.1f} GFLOP/s; other processes used {t['other_cores']:.2f} "
-              f"cores); self CPU time per op:")
-        for op in t["ops"][:top]:
-            print(f"  {op['ms']:8.2f} ms {100 * op['ms'] / t['profiled_ms']:5.1f}%  "
-                  f"x{op['calls']:<3d} {op['name']}")
+    sides = [("minivgg", result)] + ([("PyTorch", result["torch"])] if "torch" in result else [])
+    for name, side in sides:
+        print(f"{name}: {side['step_ms']:.1f} ms/step, {side['images_per_s']:.0f} img/s, "
+              f"{side['train_gflops']:.1f} GFLOP/s; other processes used "
+              f"{side['other_cores']:.2f} cores")
+    print("\n".join(render_profile(result, top)[2:]))
+    print()
+    print("\n".join(op_table([("minivgg op and input shape", result["by_shape"][:top],
+                                result["profiled_step_ms"])])))
 
 
 def render_profile(profile: dict, top: int = 12) -> list:
     """A markdown table of a profile_step.py JSON: where a training step's time goes."""
     step_ms = profile["step_ms"]
-    ours_total = profile.get("profiled_step_ms", step_ms)
     torch = profile.get("torch")
     lines = [f"### Profile: {profile['model']}, batch {profile['batch']}", "",
              f"`{profile['command']}`: minivgg training step {step_ms:.1f} ms"
@@ -267,20 +256,20 @@ def render_profile(profile: dict, top: int = 12) -> list:
                "such as im2col are split out of the op that calls them, `other` is Python, "
                "autograd and Module overhead. PyTorch: self CPU time per aten op "
                "(torch.profiler).", ""]
-    rows = [("minivgg op", profile["ops"][:top], ours_total)]
+    columns = [("minivgg op", profile["ops"][:top], profile.get("profiled_step_ms", step_ms))]
     if torch:
         torch_total = torch.get("profiled_ms") or sum(op["ms"] for op in torch["ops"])
-        rows.append(("PyTorch op", torch["ops"][:top], torch_total))
-    depth = max(len(ops) for _, ops, _ in rows)
-    header = " | ".join(f"{name} | ms | share" for name, _, _ in rows)
-    lines += [f"| {header} |", "|" + "---|---:|---:|" * len(rows)]
-    for i in range(depth):
-        cells = []
-        for _, ops, total in rows:
-            if i < len(ops):
-                cells.append(f"{ops[i]['name']} | {ops[i]['ms']:.2f} | {100 * ops[i]['ms'] / total:.0f}%")
-            else:
-                cells.append(" | | ")
+        columns.append(("PyTorch op", torch["ops"][:top], torch_total))
+    return lines + op_table(columns)
+
+
+def op_table(columns: list) -> list:
+    """Markdown rows of (title, ops, total ms) columns side by side: name, ms, share of total."""
+    header = " | ".join(f"{name} | ms | share" for name, _, _ in columns)
+    lines = [f"| {header} |", "|" + "---|---:|---:|" * len(columns)]
+    for i in range(max(len(ops) for _, ops, _ in columns)):
+        cells = [f"{ops[i]['name']} | {ops[i]['ms']:.2f} | {100 * ops[i]['ms'] / total:.0f}%"
+                 if i < len(ops) else " | | " for _, ops, total in columns]
         lines.append(f"| {' | '.join(cells)} |")
     return lines
 
