@@ -1,22 +1,15 @@
 """Time to a test accuracy: a recipe trained by minivgg's Trainer and by a plain PyTorch loop.
 
-Both sides train the recipe's model from the same initial weights (minivgg.interop.to_torch),
-on the same batches in the same order with the same augmentation (one minivgg DataLoader
-seeded by the recipe), with the same optimizer, learning-rate schedule, label smoothing,
-gradient clipping and weight EMA (torch.optim and a few lines of torch for the EMA), and
-evaluate on the test set after every epoch. The clock starts when training starts (data
-loaded, model built) and stops at the end of the first epoch whose test accuracy reaches
-the target; evaluation time is included. Usage:
+Both sides start from the same weights (minivgg.interop.to_torch) and train on the same batches
+(one minivgg DataLoader) with the same optimizer, schedule, label smoothing, clipping and EMA;
+the method is stated in the table this renders into BENCHMARKS.md's speed section. Usage:
 
     MINIVGG_DATA=../shared/datasets python benchmarks/time_to_accuracy.py --recipe mnist_5k_plus
     python benchmarks/time_to_accuracy.py --recipe mnist_5k --set batch_size=128 --set max_lr=0.1
     python benchmarks/time_to_accuracy.py --limit-train 2048 --limit-test 500 --max-epochs 1   # smoke
     python benchmarks/time_to_accuracy.py --plot-only   # redraw the figure from the JSON
 
-The minivgg side is the loop `minivgg train --recipe NAME` runs (Trainer), without the run
-directory's files (checkpoints, plots). Writes benchmarks/results/speed/time_to_accuracy.json
-and, from it, the time-to-accuracy table of BENCHMARKS.md's speed section and the figure
-time_to_accuracy.png beside the JSON (test accuracy against wall time, both frameworks).
+Writes benchmarks/results/speed/time_to_accuracy.json, the figure beside it, and the speed section.
 """
 from __future__ import annotations
 
@@ -167,16 +160,14 @@ class TorchEMA:
                 self.shadow[name].copy_(b)
 
 
-def torch_train_epoch(torch, model, loader, optimizer, scheduler, per_batch: bool, ema, recipe,
-                      device="cpu") -> tuple[float, float]:
-    """One epoch of the recipe's loop in torch; (mean train loss, train accuracy)."""
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
+def torch_train_epoch(torch, model, loader, optimizer, scheduler, per_batch: bool, ema,
+                      recipe) -> tuple[float, float]:
+    """One epoch of the recipe's loop in torch; (mean train loss, train accuracy), counted as
+    minivgg's Trainer counts them, so that both loops do the same work."""
+    loss_sum, correct, seen = torch.zeros(()), torch.zeros((), dtype=torch.int64), 0
     for x, y in loader:
-        xt = torch.from_numpy(x).to(device, non_blocking=True)
-        yt = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device, non_blocking=True)
-        logits = model(xt)
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        logits = model(torch.from_numpy(x))
         loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad()
         loss.backward()
@@ -207,7 +198,7 @@ def with_ema_weights(model, ema, evaluate):
         model.load_state_dict(saved)
 
 
-def torch_evaluate(torch, model, images, labels, normalize, tta_flip: bool, device="cpu",
+def torch_evaluate(torch, model, images, labels, normalize, tta_flip: bool,
                    batch_size: int = 1000, tta_shift: int = 0) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` in eval mode on uint8 images, as minivgg's,
     with the same test-time augmentation views (minivgg.tta)."""
@@ -220,9 +211,9 @@ def torch_evaluate(torch, model, images, labels, normalize, tta_flip: bool, devi
         for start in range(0, len(labels), batch_size):
             views = tta_views(images[start:start + batch_size].astype(np.float32) / 255.0,
                               flip=tta_flip, shift=tta_shift)
-            logits = sum(model(torch.from_numpy(np.ascontiguousarray((v - mean) / std)).to(device))
+            logits = sum(model(torch.from_numpy(np.ascontiguousarray((v - mean) / std)))
                          for v in views) / len(views)
-            yt = torch.from_numpy(np.asarray(labels[start:start + batch_size], np.int64)).to(device)
+            yt = torch.from_numpy(np.asarray(labels[start:start + batch_size], np.int64))
             loss += float(torch.nn.functional.cross_entropy(logits, yt, reduction="sum"))
             correct += int((logits.argmax(1) == yt).sum())
     model.train()
