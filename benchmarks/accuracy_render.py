@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import common
-from accuracy_targets import GROUPS, MATCHING_FIELDS, NOTES_MD, Group, Target, all_targets, load_notes
+from accuracy_targets import (GROUPS, MATCHING_FIELDS, NOTES_MD, RULES, Group, Target, all_targets,
+                              load_notes)
 from minivgg.compare import format_duration
 from minivgg.models import Recipe, get_recipe
 from minivgg.run_record import RunRecord
@@ -118,29 +119,19 @@ def judge(target: Target, records: list) -> Verdict:
     params = [r.get("num_parameters") for r in done if r.get("num_parameters") is not None]
     if target.max_params and params and max(params) >= target.max_params:
         problems.append(f"{max(params):,} parameters, not under {target.max_params:,}")
-    if target.rule == "final":
-        per_seed = [r.get("final_test_acc") for r in done]
-        value, _ = mean_std(per_seed)
-        what = "final test accuracy"
-    elif target.rule == "last3_each":
-        per_seed = [r.get("min_last3_test_acc") for r in done]
-        value = min((v for v in per_seed if v is not None), default=None)
-        what = "lowest of the last 3 epochs over seeds"
-    elif target.rule == "last3_mean":
-        per_seed = [r.get("mean_last3_test_acc") for r in done]
-        value, _ = mean_std(per_seed)
-        what = "mean of the last 3 epochs"
-    elif target.rule == "last3_seed_mean":
-        per_seed = [r.get("min_last3_test_acc") for r in done]   # "k/n seeds" hold it alone
+    rule = RULES[target.rule]
+    per_seed = [r.get(rule.field) for r in done]
+    if rule.pool == "curve":
         value = min(seed_mean_of_last3(done), default=None)
-        what = "lowest of the last 3 epochs, each averaged over seeds,"
+    elif rule.pool == "min":
+        value = min((v for v in per_seed if v is not None), default=None)
     else:
-        raise ValueError(f"{target.key}: unknown rule {target.rule!r}")
+        value, _ = mean_std(per_seed)
     reached = sum(_reaches(v, target) for v in per_seed)
     if not _reaches(value, target):
         shown = "-" if value is None else f"{value:.4f}"
         gap = "" if value is None else f", {100 * (target.target() - value):.2f} points short"
-        problems.append(f"{what} {shown} vs the target {target.target():g}{gap}")
+        problems.append(f"{rule.what} {shown} vs the target {target.target():g}{gap}")
     counts = f"{reached}/{len(records)} seeds reach it"
     if problems:
         return Verdict("FAIL", f"FAIL ({counts})", "; ".join(problems) + f"; {counts}")
@@ -164,11 +155,7 @@ def _acc_spread(values: list) -> str:
 
 def _target_text(target: Target) -> str:
     sign = ">" if target.strict else "≥"
-    text = {"final": f"{sign} {target.target():g}",
-            "last3_each": f"{sign} {target.target():g} in each of the last 3 epochs",
-            "last3_mean": f"{sign} {target.target():g} mean of the last 3 epochs",
-            "last3_seed_mean": f"{sign} {target.target():g} in each of the last 3 epochs, mean "
-                               f"over seeds"}[target.rule]
+    text = f"{sign} {target.target():g}{RULES[target.rule].wording}"
     if target.max_params:
         text += f", < {target.max_params:,} params"
     return text
