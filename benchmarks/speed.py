@@ -1,10 +1,8 @@
 """Training and inference throughput of every zoo model: minivgg against the same model in PyTorch.
 
-Both frameworks train the same architecture from the same weights on the same random batch
-with the same optimizer and number of threads, each in a worker process of its own, taking
-turns block by block (`alternate`); peak memory is measured in fresh child processes
-(`memory_child`), beside the float32 GEMM ceiling and each model's FLOPs. The section it
-renders into BENCHMARKS.md states the method in full (`method`). Usage:
+Each framework runs in a worker process of its own, the two taking turns (`alternate`); peak
+memory comes from fresh child processes (`memory_child`). The section this renders into
+BENCHMARKS.md states the method (`method`). Usage:
 
     python benchmarks/speed.py                       # everything; writes the JSON and BENCHMARKS.md
     python benchmarks/speed.py --models mnist_5k --batch-sizes 64 --reps 3 --no-memory
@@ -258,16 +256,8 @@ def serve_worker(framework: str, threads: int) -> None:
 
 def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: int) -> dict:
     """Time blocks of the workers' steps in turn; per framework, the images/s of each block.
-
-    After `timing.warmup` steps each, one timed step sizes a block to last at least
-    `min_time`. The pairs alternate their order (AB, BA, AB, ...). Each block starts after a
-    `pause`: idle BLAS and OpenMP threads spin for a while after their last call and would
-    otherwise take cycles from the other worker's block. The two cores are shared with
-    other processes, and either library slows down several-fold when another process takes
-    a core, so a pair during which other processes (all but the worker timed) used more
-    than `quiet_threshold` cores is thrown away and measured again, for up to `max_wait`
-    seconds; after that the noisy pairs are kept and counted in "noisy_pairs".
-    """
+    Method's second point: alternating pairs, a pause before each block, and a pair that other
+    processes disturbed (over `quiet_threshold` cores) measured again for up to `max_wait` s."""
     names = list(workers)
     calls, slowest = {}, 0.0
     for name, worker in workers.items():
@@ -329,14 +319,8 @@ def _reset_peak_rss() -> bool:
 
 
 def memory_child(framework: str, model_name: str, batch: int, steps: int) -> dict:
-    """Run `steps` training steps of one framework and report its resident-memory peak.
-
-    The baseline is the resident set after imports, one training step at batch 2 (which
-    loads what each library loads once), and data, model and optimizer creation;
-    the peak is the high-water mark of the resident set during the steps (VmHWM after
-    resetting it, else ru_maxrss). Their difference is what training the model costs:
-    activations, gradients, optimizer state, library workspaces and allocator caches.
-    """
+    """Run `steps` training steps of one framework and report its resident-memory peak above
+    the baseline (the method's fourth point): VmHWM after resetting it, else ru_maxrss."""
     torch = None
     if framework == "torch":
         import torch
