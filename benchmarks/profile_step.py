@@ -6,7 +6,6 @@ op that calls it); the optimizer step and zero_grad are timed too, and `other` i
 left of the step: Python, autograd bookkeeping and Module overhead. The same step in
 PyTorch is profiled with torch.profiler (self CPU time per aten op). Usage:
 
-    python benchmarks/profile_step.py --slowest 2       # the two worst models in speed.json
     python benchmarks/profile_step.py --model minivggnet --batch-size 128
     python benchmarks/profile_step.py --model mnist_5k --batch-size 64 --no-torch --steps 20
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import pkgutil
 import shlex
@@ -37,6 +35,7 @@ if __name__ == "__main__":
 
 import minivgg.functional  # noqa: E402
 from minivgg.autograd import Function  # noqa: E402
+from minivgg.functional.gemm import blas_threads  # noqa: E402
 from minivgg.models.zoo import MODELS  # noqa: E402
 from minivgg.summary import count_flops  # noqa: E402
 
@@ -212,7 +211,7 @@ def run(model_name: str, batch: int, steps: int, with_torch: bool, threads: int,
 
     (step_ms, detailed), other = quietly(measure, max_wait, threshold)
     result = {"model": model_name, "batch": batch, "steps": steps, "threads": threads,
-              "openblas_threads": _blas_threads(),
+              "openblas_threads": blas_threads(),
               "step_ms": step_ms, "images_per_s": 1e3 * batch / step_ms,
               "train_gflops": flops["train"] * batch / step_ms / 1e6,
               "profiled_step_ms": detailed["profiled_step_ms"], "other_cores": other,
@@ -274,28 +273,10 @@ def op_table(columns: list) -> list:
     return lines
 
 
-def slowest(json_path: Path, count: int) -> list:
-    """(model, batch) of the `count` models with the lowest median training ratio in a speed
-    JSON over the batch sizes that have a target, each at its worst such batch size."""
-    ratios = {}
-    for r in json.loads(Path(json_path).read_text())["results"]:
-        if r["target"] is not None:
-            ratios.setdefault(r["model"], []).append((r["train"]["ratio"], r["batch"]))
-    ranked = sorted(ratios.items(), key=lambda item: statistics.median(x for x, _ in item[1]))
-    return [(model, min(rows)[1]) for model, rows in ranked[:count]]
-
-
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", choices=list(MODELS))
-    which.add_argument("--slowest", type=int, metavar="N",
-                       help="profile the N models with the lowest median training ratio in "
-                            "--from (each at its worst batch size), replacing the old "
-                            "profile_*.json")
-    p.add_argument("--from", dest="source", type=Path, default=RESULTS / "speed.json",
-                   help="speed JSON for --slowest (default benchmarks/results/speed/speed.json)")
+    p.add_argument("--model", choices=list(MODELS), required=True)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--steps", type=int, default=10, help="profiled steps (default 10)")
     p.add_argument("--threads", type=int, default=2)
@@ -305,27 +286,15 @@ def main(argv=None) -> int:
     p.add_argument("--top", type=int, default=15, help="rows printed per table")
     p.add_argument("--json", type=Path, help="default benchmarks/results/speed/profile_<model>_b<batch>.json")
     args = p.parse_args(argv)
-    if args.slowest:
-        targets = slowest(args.source, args.slowest)
-        for old in RESULTS.glob("profile_*.json"):
-            old.unlink()
-    else:
-        targets = [(args.model, args.batch_size)]
-    for model, batch in targets:
-        result = run(model, batch, args.steps, not args.no_torch, args.threads, args.max_wait)
-        result["command"] = " ".join(["python benchmarks/profile_step.py", *map(shlex.quote, argv)])
-        result["loadavg"] = list(os.getloadavg())
-        print_report(result, args.top)
-        path = (args.json if args.json and len(targets) == 1
-                else RESULTS / f"profile_{model}_b{batch}.json")
-        common.write_json(path, result)
-        print(f"\nwrote {path}\n")
+    result = run(args.model, args.batch_size, args.steps, not args.no_torch, args.threads,
+                 args.max_wait)
+    result["command"] = " ".join(["python benchmarks/profile_step.py", *map(shlex.quote, argv)])
+    result["loadavg"] = list(os.getloadavg())
+    print_report(result, args.top)
+    path = args.json or RESULTS / f"profile_{args.model}_b{args.batch_size}.json"
+    common.write_json(path, result)
+    print(f"\nwrote {path}\n")
     return 0
-
-
-def _blas_threads():
-    from minivgg.functional.gemm import blas_threads
-    return blas_threads()
 
 
 if __name__ == "__main__":
