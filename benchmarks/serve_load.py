@@ -1,12 +1,7 @@
 """Load test of `minivgg serve` on loopback: requests per second, latency, and the server's
-memory before and after many predictions in a row.
-
-Starts `python -m minivgg serve MODEL --port 0` as a child process (listening on 127.0.0.1),
-sends it drawn digits (280x280 PNGs, as the page's canvas sends them): first --warmup
-predictions, then --requests predictions one after another on one keep-alive connection, then
---requests more from --clients concurrent connections. The server's resident memory (VmRSS
-from /proc) is read after the warm-up and after each phase. Results go to
-benchmarks/results/serve/load.json and, from it, to BENCHMARKS.md's serve section.
+resident memory after a warm-up and after each phase (--requests predictions on one keep-alive
+connection, then as many over --clients connections), each a drawn digit as the page sends it.
+Writes benchmarks/results/serve/load.json and, from it, BENCHMARKS.md's serve section.
 
     python benchmarks/serve_load.py                 # 1,000 + 1,000 predictions, mnist_20k
     python benchmarks/serve_load.py --render-only   # or --check: is the section stale?
@@ -22,8 +17,8 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import common
@@ -95,55 +90,50 @@ def summary(latencies: list[float], seconds: float) -> dict:
             "last_100_median_ms": round(float(np.median(ms[-100:])), 1)}
 
 
-def measure(model: Path, requests: int, warmup: int, clients: int) -> dict:
+def start_server(model: Path) -> tuple[subprocess.Popen, str, int]:
+    """`python -m minivgg serve MODEL --port 0`, and the host and port it says it listens on."""
     env = {**os.environ, "PYTHONPATH": str(common.ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     server = subprocess.Popen([sys.executable, "-m", "minivgg", "serve", str(model), "--port", "0"],
                               cwd=common.ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    for _ in range(5):
+        match = re.search(r"open http://([\d.]+):(\d+)/", server.stdout.readline())
+        if match:
+            return server, match.group(1), int(match.group(2))
+    server.terminate()
+    server.wait(timeout=30)
+    raise RuntimeError("the server did not say where it listens")
+
+
+def concurrently(host: str, port: int, images: list[bytes], count: int, clients: int):
+    """`count` predictions over `clients` connections at once: (their latencies, seconds)."""
+    share = count // clients
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        parts = list(pool.map(lambda k: run_requests(host, port, images, share, offset=k * 7),
+                              range(clients)))
+    return [t for part in parts for t in part], time.perf_counter() - start
+
+
+def measure(model: Path, requests: int, warmup: int, clients: int) -> dict:
+    server, host, port = start_server(model)
     try:
-        url = None
-        for _ in range(5):
-            line = server.stdout.readline()
-            match = re.search(r"open http://([\d.]+):(\d+)/", line)
-            if match:
-                host, port = match.group(1), int(match.group(2))
-                url = match.group(0)[5:]
-                break
-        if url is None:
-            raise RuntimeError("the server did not say where it listens")
         images = drawn_digits(50)
         run_requests(host, port, images, warmup)
-        rss_start = rss_mib(server.pid)
+        rss = {"after_warmup": rss_mib(server.pid)}
         start = time.perf_counter()
         sequential = run_requests(host, port, images, requests)
         sequential_seconds = time.perf_counter() - start
-        rss_sequential = rss_mib(server.pid)
-
-        results: list[list[float]] = [[] for _ in range(clients)]
-        share = requests // clients
-
-        def client(k):
-            results[k] = run_requests(host, port, images, share, offset=k * 7)
-
-        threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        concurrent_seconds = time.perf_counter() - start
-        rss_concurrent = rss_mib(server.pid)
-        concurrent = [t for r in results for t in r]
-        if len(concurrent) != share * clients:
-            raise RuntimeError("a concurrent client failed")
+        rss["after_sequential"] = rss_mib(server.pid)
+        concurrent, concurrent_seconds = concurrently(host, port, images, requests, clients)
+        rss["after_concurrent"] = rss_mib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
     return {
-        "url": url, "warmup": warmup,
+        "url": f"http://{host}:{port}/", "warmup": warmup,
         "sequential": summary(sequential, sequential_seconds),
         "concurrent": {**summary(concurrent, concurrent_seconds), "clients": clients},
-        "rss_mib": {"after_warmup": round(rss_start, 1), "after_sequential": round(rss_sequential, 1),
-                    "after_concurrent": round(rss_concurrent, 1)},
+        "rss_mib": {phase: round(mib, 1) for phase, mib in rss.items()},
     }
 
 
