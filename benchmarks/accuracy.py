@@ -11,8 +11,7 @@ from those files alone.
 Datasets are read from $MINIVGG_DATA (or --data-dir). Each run writes
 benchmarks/results/accuracy/<recipe>[-b<batch>]-s<seed>.json (-b only when the batch size is
 not the recipe's own; runs changed with --set get an extra -x-<changes> part and are listed
-apart, never counted against a target). Results are judged on the final epoch (or final
-iteration); the best epoch appears beside it, labelled, and is never used for pass/fail.
+apart, never counted against a target). How rows are judged: BENCHMARKS.md, accuracy section.
 """
 from __future__ import annotations
 
