@@ -182,23 +182,16 @@ class MarkedSection:
             Path(tmp).write_text(head + self.begin + body + self.end + tail)
         return True
 
-    def stale_diff(self, body: str) -> str:
-        """'' when the committed section equals `body`, else a unified diff."""
-        _, old, _ = self._split()
-        if old == body:
-            return ""
-        return "".join(difflib.unified_diff(old.splitlines(True), body.splitlines(True),
-                                            f"{self.path.name} (committed)",
-                                            f"{self.path.name} (generated)"))
-
     def check(self, body: str, fix: str) -> int:
         """A script's --check: 0 when the committed section equals `body`; else print the diff
         and what to run (`fix`), and return 1."""
-        diff = self.stale_diff(body)
-        if diff:
-            sys.stdout.write(diff)
-            print(f"\n{self.path}: the {self.name} section is stale; run `{fix}` and commit it",
-                  file=sys.stderr)
-            return 1
-        print(f"{self.path}: the {self.name} section matches its results")
-        return 0
+        _, old, _ = self._split()
+        if old == body:
+            print(f"{self.path}: the {self.name} section matches its results")
+            return 0
+        sys.stdout.write("".join(difflib.unified_diff(old.splitlines(True), body.splitlines(True),
+                                                      f"{self.path.name} (committed)",
+                                                      f"{self.path.name} (generated)")))
+        print(f"\n{self.path}: the {self.name} section is stale; run `{fix}` and commit it",
+              file=sys.stderr)
+        return 1
