@@ -68,18 +68,17 @@ def minivgg_stepper(batch):
 
 
 def torch_twin(torch):
-    """The recipe's model (same weights), optimizer groups and a Lookahead, in PyTorch."""
+    """The recipe's model (same weights) and optimizer in PyTorch: minivgg's parameter groups
+    (experiment.param_groups) mapped onto the twin's parameters by name."""
     from minivgg.interop import to_torch
     model = build("airbench94", seed=0)
     twin = to_torch(model)
-    norm_ids = {id(m.bias) for m in twin.modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    trainable = [p for p in twin.parameters() if p.requires_grad]
-    scale = RECIPE.norm_lr_scale
-    groups = [{"params": [p for p in trainable if id(p) not in norm_ids], "lr": RECIPE.lr,
-               "weight_decay": RECIPE.weight_decay},
-              {"params": [p for p in trainable if id(p) in norm_ids], "lr": RECIPE.lr * scale,
-               "weight_decay": RECIPE.weight_decay / scale}]
-    optimizer = torch.optim.SGD(groups, momentum=RECIPE.momentum, nesterov=True)
+    names = {id(p): name for name, p in model.named_parameters()}
+    twin_params = dict(twin.named_parameters())
+    groups = [{**group, "params": [twin_params[names[id(p)]] for p in group["params"]]}
+              for group in param_groups(RECIPE, model)]
+    optimizer = torch.optim.SGD(groups, lr=RECIPE.lr, momentum=RECIPE.momentum,
+                                nesterov=RECIPE.nesterov, weight_decay=RECIPE.weight_decay)
     return twin, optimizer
 
 
