@@ -90,9 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("names", nargs="+", metavar="NAME", help=f"recipes: {', '.join(RECIPES)}")
     run.add_argument("--seeds", nargs="+", type=int, default=[0])
     run.add_argument("--batch-size", nargs="+", type=int, help="one run per batch size (default: the recipe's)")
-    run.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                     help="change recipe fields (JSON values), e.g. --set epochs=2 lr=0.01; such runs "
-                          "are listed apart, not counted against targets")
+    common.add_set_option(run, "; such runs are listed apart, not counted against targets")
     run.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     run.add_argument("--runs-dir", type=Path, default=common.ROOT / "runs" / "bench")
     run.add_argument("--data-dir", help="default: $MINIVGG_DATA")

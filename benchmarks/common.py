@@ -51,6 +51,12 @@ def write_json(path, obj) -> None:
         Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
 
 
+def add_set_option(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """--set FIELD=VALUE ..., given once or repeated (for parse_set)."""
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
+                        help="change recipe fields (JSON values), e.g. --set epochs=2 lr=0.01" + note)
+
+
 def parse_set(items) -> dict:
     """`--set FIELD=VALUE ...` as {field: value}: JSON values (epochs=3, augment=[]), else the
     bare word (optimizer=adam); for Recipe.with_changes."""

@@ -303,8 +303,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", default="mnist_5k_plus", help="named recipe (default mnist_5k_plus)")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a recipe field (JSON value), e.g. --set batch_size=256")
+    common.add_set_option(p)
     p.add_argument("--target", type=float, default=0.994, help="test accuracy to reach (default 0.994)")
     p.add_argument("--max-epochs", type=int, help="give up after this many epochs (default: the recipe's)")
     p.add_argument("--frameworks", nargs="+", choices=["minivgg", "torch"], default=["minivgg", "torch"])
