@@ -1,7 +1,7 @@
 """What the benchmark scripts share: where the repository is (on sys.path, so that they import
-its minivgg), `--set` values, the load other processes put on the shared cores, and the marked
-sections of BENCHMARKS.md that they regenerate. Which commit and machine a result came from:
-minivgg.run_record's git_state() and machine(), shortened by `short_commit`.
+its minivgg), `--set` values, a process's memory, the load other processes put on the shared
+cores, and the marked sections of BENCHMARKS.md that they regenerate. Which commit and machine
+a result came from: minivgg.run_record's git_state() and machine(), shortened by `short_commit`.
 Imports nothing heavy: `pin_threads` must run before NumPy loads OpenBLAS."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -79,6 +80,16 @@ def short_commit() -> str:
 
     state = git_state()
     return (state["git_commit"] or "unknown")[:7] + ("+local changes" if state["git_dirty"] else "")
+
+
+def status_kib(key: str, pid="self") -> int | None:
+    """A memory line of /proc/PID/status in KiB, e.g. VmRSS or VmHWM; None where unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
 
 
 # ---- other processes' load: the cores are shared, and a busy neighbour skews any timing --------

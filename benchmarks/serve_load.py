@@ -55,11 +55,7 @@ def drawn_digits(count: int, seed: int = 0) -> list[bytes]:
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS line")
+    return common.status_kib("VmRSS", pid) / 1024
 
 
 def run_requests(host: str, port: int, images: list[bytes], count: int, offset: int = 0) -> list[float]:

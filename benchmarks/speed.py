@@ -20,7 +20,6 @@ import gc
 import json
 import math
 import os
-import re
 import resource
 import shlex
 import statistics
@@ -299,15 +298,6 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
 
 # ---- peak memory, in a fresh child process per configuration --------------------------------
 
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            match = re.search(rf"^{key}:\s+(\d+) kB", f.read(), re.MULTILINE)
-        return int(match.group(1)) if match else None
-    except OSError:
-        return None
-
-
 def _reset_peak_rss() -> bool:
     """Reset the kernel's RSS high-water mark (VmHWM) of this process; False where impossible."""
     try:
@@ -335,9 +325,9 @@ def memory_child(framework: str, model_name: str, batch: int, steps: int) -> dic
     if framework == "torch":  # only the twin trains; drop minivgg's copy of the weights
         del case.model, case.optimizer
     gc.collect()
-    baseline = _status_kib("VmRSS")
+    baseline = common.status_kib("VmRSS")
     if baseline is not None and _reset_peak_rss():
-        method, peak_kib = "VmHWM", lambda: _status_kib("VmHWM")
+        method, peak_kib = "VmHWM", lambda: common.status_kib("VmHWM")
     else:
         method, peak_kib = "ru_maxrss", lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         baseline = peak_kib()
