@@ -78,7 +78,7 @@ class PageHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 15  # a client that stops sending mid-request does not hold a thread for long
     # Headers and body go out in two writes: with Nagle's algorithm the body waits for the
-    # client's (delayed) ACK of the headers, about 40 ms, on every keep-alive request.
+    # client's delayed ACK of the headers on every keep-alive request.
     disable_nagle_algorithm = True
 
     # ---- answers -------------------------------------------------------------------
