@@ -339,10 +339,10 @@ class Trainer:
         st = self.state
         if self.scheduler is not None and not self.schedule_per_batch:
             self.scheduler.step()
-        if isinstance(self.optimizer, Lookahead):
-            self.optimizer.reset_to_slow()
         total = self.epochs or math.ceil(self.iters / len(self.loader))
         final = st.epoch + 1 >= total or (self.iters is not None and st.iteration >= self.iters)
+        if final and isinstance(self.optimizer, Lookahead):
+            self.optimizer.reset_to_slow()
         val = self._evaluate(self.val_data, final)
         test = self._evaluate(self.test_data, final)
         record = {

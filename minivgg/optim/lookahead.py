@@ -71,8 +71,8 @@ class Lookahead:
             fast[...] = slow
 
     def reset_to_slow(self) -> None:
-        """Set the fast weights to the slow ones (airbench does this at the end of every
-        epoch, so that each is evaluated, and the run ends, on the averaged weights).
+        """Set the fast weights to the slow ones (airbench does this once, after the last step,
+        so that the run ends on the averaged weights; between syncs the fast steps are kept).
         Nothing happens before the first sync."""
         if self.slow is not None:
             for slow, fast in zip(self.slow, self._arrays()):
