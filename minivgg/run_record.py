@@ -234,7 +234,8 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "usable_cpus": usable, "python": platform.python_version(), "numpy": np.__version__,
             "threads": {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-                                                   "MKL_NUM_THREADS") if k in os.environ}}
+                                                   "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+                        if k in os.environ}}
 
 
 __all__ = ["RunRecord", "FORMAT", "epoch_figures", "images_per_second", "iteration_loss_curve",
