@@ -6,10 +6,10 @@ wide stride-1 layers, which keeps a third of im2col's buffer for backward.
 Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
 slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
 1), where NCHW-derived layouts move runs of OW values (4 on a 4x4 feature map) and
-NumPy's per-run overhead dominates. Forward+backward with N=128, measured against cols
-(C*KH*KW, N*OH*OW) built from a (C, N, H, W) copy and against NHWC cols (N*OH*OW,
-KH*KW*C) @ W.T: 32->32 channels on 32x32 maps 128 ms vs 139 and 231; 64->64 on 16x16 76
-vs 81 and 95; 256->256 on 4x4 38 vs 51 and 35; 1->6 on 28x28 3.5 vs 2.8 and 6.7.
+NumPy's per-run overhead dominates. It was measured, forward + backward, against cols
+built from a (C, N, H, W) copy and against NHWC cols (N*OH*OW, KH*KW*C) @ W.T, and was
+the fastest of the three on the VGG-width layers (the figures are in the commit that
+chose it).
 
 The output is returned as the (N, C, H, W) transpose of the (C, H, W, N) array computed,
 over the same memory (see layout.py).
@@ -209,11 +209,9 @@ class Conv2dOp(Function):
 # In (KW*C, Hp*OW*N) form, kernel row i needs the columns of output rows h = i..i+OH-1, a
 # contiguous band of columns, so out = sum over i of W_i @ rows[:, band i] is KH GEMMs on
 # strided views, with no copy. The buffer kept for backward is about a third of im2col's
-# for 3x3 kernels (minivggnet at batch 128: 484 -> 315 MiB per training step; mnist_8k_a at
-# 512: 323 -> 212). Per layer, forward + backward, 2 threads, rows/im2col time: 0.90-0.98
-# for minivggnet's 32- and 64-channel layers, 0.92-1.12 for the MNIST nets' 8-20 channel
-# ones (K = KW*C >= 24, OH >= 7); 1.35-1.86 for first layers (K = KW*C of 3-9), whose
-# products are too thin, and up to 1.5 for 1x1 or 2x2 outputs. Hence the two thresholds.
+# for 3x3 kernels. Measured per layer, forward + backward, row GEMMs are as fast as im2col
+# or faster once K = KW*C >= 24 and OH >= 4; first layers (K of 3-9) make products too thin,
+# and 1x1 or 2x2 outputs too short. Hence the two thresholds.
 ROW_GEMM_MIN_K = 24
 ROW_GEMM_MIN_OH = 4
 
@@ -299,8 +297,7 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     cols @ g.T is the faster operand order on every shape measured. With few rows (a first
     layer's K = KH*KW*C of 9 or 25) OpenBLAS runs this long, thin product at a third of its
     rate on wider ones; as a batch of 64 products over slices of P, summed, it does not
-    (mnist's 1 -> 6 channel 3x3 layer at batch 128: 0.82 -> 0.21 ms; lenet5's 5x5: 1.54 ->
-    0.56).
+    (several times faster on the MNIST nets' first layers and lenet5's 5x5 ones).
     """
     rows, positions = cols.shape
     batches = 64

@@ -3,11 +3,11 @@
 A training step allocates and frees the same few hundred arrays every step, many of them
 megabytes. With glibc's defaults the largest are mmapped fresh every time and the heap's
 free top is trimmed back to the system, so every step (or every other step) page-faults
-its working set in again: ~13,000 faults per step for mnist_8k_a at batch 128 (65 ms
-steps instead of 43), ~10 ms per 75 MB im2col buffer of minivggnet at batch 64. Serving
-every allocation from the heap (M_MMAP_MAX = 0) and never trimming it (M_TRIM_THRESHOLD)
-lets each step reuse the previous step's pages. Peak memory measured the same within 2%
-(the same arrays are live at the peak); the process keeps its peak heap until it exits.
+its working set in again, thousands of page faults per step. Serving every allocation
+from the heap (M_MMAP_MAX = 0) and never trimming it (M_TRIM_THRESHOLD) lets each step
+reuse the previous step's pages (BENCHMARKS.md, "Why the targets are missed", has the
+time with and without). Peak memory stays about the same (the same arrays are live at the
+peak); the process keeps its peak heap until it exits.
 
 Applied once per process, when the first conv2d runs (importing minivgg changes nothing),
 and only on glibc; it changes the allocator of the whole process. Set
