@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, nn, optim, plots
+from . import checkpoint, metrics, nn, optim, plots
 from .data import DATASETS, DataLoader, get_dataset_info, is_image_folder, load_dataset, train_val_split
 from .data.folders import open_image_folder
 from .data import transforms as T
@@ -323,7 +323,7 @@ class RunFiles(Callback):
         per_class = None
         if final is not None:
             classes = self.metadata["class_names"]
-            matrix = plots.confusion_matrix(self.test_labels, final["predictions"], len(classes))
+            matrix = metrics.confusion_matrix(self.test_labels, final["predictions"], len(classes))
             plots.plot_confusion_matrix(matrix, classes, self.run_dir / "confusion.png")
             per_class = (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()
         self.record.end(st, num_parameters=trainer.model.num_parameters(), wall_time_s=wall,

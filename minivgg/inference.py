@@ -10,7 +10,7 @@ from . import checkpoint, functional as F
 from .autograd import Tensor, no_grad
 from .data import DATASETS, load_dataset
 from .metrics import macro_average, per_class_scores
-from .plots import confusion_matrix
+from .metrics import confusion_matrix
 from .preprocess import MNIST_SIZE, mnist_style
 from .train import averaged_logits, evaluate
 from .tta import saved_tta, saved_tta_translate

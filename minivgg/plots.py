@@ -25,7 +25,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from .autograd import Tensor
 from .fsutil import atomic_write_path
 
 SPLITS = ("train", "val", "test")
@@ -207,35 +206,6 @@ def plot_iteration_loss(steps, losses, path=None, title: str | None = None,
 
 
 # ---- confusion matrix -----------------------------------------------------------------
-
-def _labels_array(labels, name: str) -> np.ndarray:
-    array = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
-    if array.ndim != 1:
-        raise ValueError(f"confusion_matrix: {name} must be 1-D class indices, got shape "
-                         f"{array.shape}; for logits pass logits.argmax(axis=1)")
-    if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"confusion_matrix: {name} must hold integer class indices, got "
-                         f"dtype {array.dtype}")
-    return array.astype(np.int64, copy=False)
-
-
-def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
-    """Counts[t, p] = how many samples of true class t were predicted as p; int64 (K, K)."""
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"confusion_matrix: num_classes must be a positive int, got {num_classes!r}")
-    y_true = _labels_array(y_true, "y_true")
-    y_pred = _labels_array(y_pred, "y_pred")
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"confusion_matrix: y_true and y_pred differ in length "
-                         f"({len(y_true)} vs {len(y_pred)})")
-    for name, array in (("y_true", y_true), ("y_pred", y_pred)):
-        bad = np.flatnonzero((array < 0) | (array >= num_classes))
-        if bad.size:
-            raise ValueError(f"confusion_matrix: {name}[{bad[0]}] = {array[bad[0]]} is outside "
-                             f"[0, {num_classes}) ({bad.size} such labels); check num_classes")
-    flat = np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
-    return flat.reshape(num_classes, num_classes).astype(np.int64, copy=False)
-
 
 def _check_counts(matrix) -> np.ndarray:
     counts = np.asarray(matrix)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from minivgg import plots
+from minivgg import metrics, plots
 from minivgg.fsutil import atomic_open, atomic_write_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -116,32 +116,32 @@ def test_confusion_matrix_matches_loop():
     expected = np.zeros((k, k), dtype=np.int64)
     for t, p in zip(y_true, y_pred):
         expected[t, p] += 1
-    got = plots.confusion_matrix(y_true, y_pred, k)
+    got = metrics.confusion_matrix(y_true, y_pred, k)
     assert got.dtype == np.int64 and got.shape == (k, k)
     np.testing.assert_array_equal(got, expected)
-    assert plots.confusion_matrix([], [], 3).sum() == 0
+    assert metrics.confusion_matrix([], [], 3).sum() == 0
 
 
 def test_confusion_matrix_errors():
     with pytest.raises(ValueError, match=r"y_pred\[2\] = 5 is outside \[0, 3\)"):
-        plots.confusion_matrix([0, 1, 2], [0, 1, 5], 3)
+        metrics.confusion_matrix([0, 1, 2], [0, 1, 5], 3)
     with pytest.raises(ValueError, match=r"y_true\[0\] = -1"):
-        plots.confusion_matrix([-1, 1], [0, 1], 3)
+        metrics.confusion_matrix([-1, 1], [0, 1], 3)
     with pytest.raises(ValueError, match="differ in length"):
-        plots.confusion_matrix([0, 1], [0], 3)
+        metrics.confusion_matrix([0, 1], [0], 3)
     with pytest.raises(ValueError, match="argmax"):
-        plots.confusion_matrix(np.zeros((4, 3)), [0, 1, 2, 0], 3)
+        metrics.confusion_matrix(np.zeros((4, 3)), [0, 1, 2, 0], 3)
     with pytest.raises(ValueError, match="integer class indices"):
-        plots.confusion_matrix([0.0, 1.0], [0, 1], 3)
+        metrics.confusion_matrix([0.0, 1.0], [0, 1], 3)
     with pytest.raises(ValueError, match="num_classes"):
-        plots.confusion_matrix([0], [0], 0)
+        metrics.confusion_matrix([0], [0], 0)
 
 
 def test_plot_confusion_matrix(tmp_path):
     rng = np.random.default_rng(2)
     y = rng.integers(0, 10, 2000)
     p = np.where(rng.random(2000) < 0.8, y, rng.integers(0, 10, 2000))
-    matrix = plots.confusion_matrix(y, p, 10)
+    matrix = metrics.confusion_matrix(y, p, 10)
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     plots.plot_confusion_matrix(matrix, names, tmp_path / "cm.png")
     assert_sensible_png(tmp_path / "cm.png")
