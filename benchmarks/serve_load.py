@@ -58,6 +58,26 @@ def rss_mib(pid: int) -> float:
     return common.status_kib("VmRSS", pid) / 1024
 
 
+def rss_parts_mib(pid: int) -> dict | None:
+    """The resident memory of `pid` by kind (/proc/PID/smaps): LLVM's library (the code Numba
+    runs its compiled kernels through), other mapped files (libraries), anonymous memory."""
+    parts = {"llvm_library": 0, "other_files": 0, "anonymous": 0}
+    kind = None
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            for line in smaps:
+                fields = line.split()
+                if not fields[0].endswith(":"):  # a mapping's header: range, perms, ..., path
+                    path = fields[5] if len(fields) > 5 else ""
+                    kind = ("llvm_library" if "libllvmlite" in path else
+                            "other_files" if path.startswith("/") else "anonymous")
+                elif fields[0] == "Rss:":
+                    parts[kind] += int(fields[1])
+    except OSError:
+        return None
+    return {kind: round(kib / 1024, 1) for kind, kib in parts.items()}
+
+
 def run_requests(host: str, port: int, images: list[bytes], count: int, offset: int = 0) -> list[float]:
     """`count` predictions one after another on one connection; their latencies in seconds."""
     connection = http.client.HTTPConnection(host, port, timeout=60)
@@ -122,6 +142,7 @@ def measure(model: Path, requests: int, warmup: int, clients: int) -> dict:
         rss["after_sequential"] = rss_mib(server.pid)
         concurrent, concurrent_seconds = concurrently(host, port, images, requests, clients)
         rss["after_concurrent"] = rss_mib(server.pid)
+        rss_parts = rss_parts_mib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -130,6 +151,7 @@ def measure(model: Path, requests: int, warmup: int, clients: int) -> dict:
         "sequential": summary(sequential, sequential_seconds),
         "concurrent": {**summary(concurrent, concurrent_seconds), "clients": clients},
         "rss_mib": {phase: round(mib, 1) for phase, mib in rss.items()},
+        "rss_parts_mib": rss_parts,
     }
 
 
@@ -160,6 +182,11 @@ def render(record: dict) -> str:
         "",
         "The model runs one prediction at a time (behind a lock); decoding the upload and "
         "encoding the answer's PNGs run in each connection's own thread, outside it."
+        + (f" Of the last RSS, {parts['llvm_library']:.1f} MiB are pages of LLVM's library "
+           f"(libllvmlite.so, through which Numba loads and runs the compiled kernels; file-backed, "
+           f"shared by every process that maps it), {parts['other_files']:.1f} MiB other libraries "
+           f"and files, {parts['anonymous']:.1f} MiB anonymous memory (Python, NumPy, the model, "
+           f"Numba's and LLVM's data)." if (parts := record.get("rss_parts_mib")) else "")
         + (f" The load average above {m['cpu_count']} means other processes shared the cores: "
            f"these figures are lower bounds for a quiet machine." if record["load_average"][0]
            > m["cpu_count"] else ""),

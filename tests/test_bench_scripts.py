@@ -80,6 +80,10 @@ def test_serve_load_smoke(tmp_path):
     assert record["sequential"]["requests"] == 8 and record["concurrent"]["requests"] == 8
     assert record["rss_mib"]["after_concurrent"] > 0 and record["model"] == "tests/data/mnist_20k_digits.safetensors"
     assert "| one after another, 1 connection | 8 |" in md.read_text()
+    parts = record["rss_parts_mib"]  # the server loaded Numba's kernels through LLVM
+    assert parts["llvm_library"] > 0 and parts["anonymous"] > 0
+    assert sum(parts.values()) == pytest.approx(record["rss_mib"]["after_concurrent"], abs=2)
+    assert "MiB are pages of LLVM's library" in md.read_text()
 
 
 def test_airbench94_compare_smoke(tmp_path, torch):
