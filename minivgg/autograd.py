@@ -5,11 +5,16 @@ A `Function` holds a hand-written `forward` (ndarrays in, one ndarray out) and
 `Function.apply` wraps the result in a `Tensor` that remembers the Function that
 made it; `Tensor.backward()` walks those records once in reverse topological order,
 accumulates gradients into leaf tensors and frees each node as soon as it is used.
+
+The graph links Functions, not Tensors: a Function records the Function that made each
+input (or the leaf tensor itself), so an intermediate tensor's array lives only as long as
+the caller holds the tensor or a Function saved it for its backward, as in PyTorch.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 
 import numpy as np
 
@@ -110,19 +115,18 @@ class Tensor:
         if grad.shape != self.shape:
             raise ValueError(f"backward(): grad shape {grad.shape} != tensor shape {self.shape}")
 
-        order = _topological_order(self)
-        grads = {id(self): grad}
+        if self._ctx is None:  # a leaf: its own gradient
+            self.grad = grad.copy() if self.grad is None else self.grad + grad
+            return
+        _check_not_freed(self._ctx)
+        grads = {id(self._ctx): grad}
         handed_out = {id(grad)}  # arrays a leaf's .grad may not share (optimizers edit in place)
-        for node in order:  # outputs before inputs
+        for node in _topological_order(self._ctx):  # outputs before inputs
             g = grads.pop(id(node), None)
             if g is None:
                 continue
-            fn = node._ctx
-            if fn is _FREED:
-                raise RuntimeError(
-                    "backward() through a graph a second time: minivgg frees each graph as its "
-                    "backward runs; recompute the forward pass to differentiate again")
-            if fn is None:  # a leaf
+            _check_not_freed(node)  # an input whose graph an earlier backward consumed
+            if isinstance(node, Tensor):  # a leaf
                 if node.grad is None:
                     # Add/Sub pass one gradient array to several inputs: copy shared ones
                     node.grad = g.copy() if id(g) in handed_out or not g.flags.owndata else g
@@ -130,6 +134,7 @@ class Tensor:
                 else:
                     node.grad = node.grad + g
                 continue
+            fn = node
             input_grads = fn.backward(g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
@@ -137,20 +142,16 @@ class Tensor:
                 raise RuntimeError(
                     f"{type(fn).__name__}.backward returned {len(input_grads)} gradients "
                     f"for {len(fn.inputs)} inputs")
-            for inp, ig in zip(fn.inputs, input_grads):
-                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
+            for inp, shape, ig in zip(fn.inputs, fn.input_shapes, input_grads):
+                if ig is None or inp is None:
                     continue
-                if ig.shape != inp.shape:
+                if ig.shape != shape:
                     raise RuntimeError(
                         f"{type(fn).__name__}.backward gave a gradient of shape {ig.shape} "
-                        f"for an input of shape {inp.shape}")
+                        f"for an input of shape {shape}")
                 key = id(inp)
-                if key in grads:
-                    grads[key] = grads[key] + ig
-                else:
-                    grads[key] = ig
-            node._ctx = _FREED  # free the graph (and what forward saved) as we go
-            fn.inputs = ()
+                grads[key] = grads[key] + ig if key in grads else ig
+            fn.free()  # free the graph (and what forward saved) as we go
 
     # ---- operators (thin wrappers over functional.basic) -----------------------
     def __add__(self, other):
@@ -231,8 +232,16 @@ class _FreedGraph:
 _FREED = _FreedGraph()
 
 
-def _topological_order(root: Tensor) -> list:
-    """Every tensor reachable from root, each after all the tensors that depend on it."""
+def _check_not_freed(node) -> None:
+    if node is _FREED:
+        raise RuntimeError(
+            "backward() through a graph a second time: minivgg frees each graph as its "
+            "backward runs; recompute the forward pass to differentiate again")
+
+
+def _topological_order(root) -> list:
+    """Every node reachable from root (Functions, and leaf tensors that need a gradient),
+    each after all the nodes that depend on it."""
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
@@ -244,9 +253,9 @@ def _topological_order(root: Tensor) -> list:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if isinstance(node._ctx, Function):
-            for inp in node._ctx.inputs:
-                if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+        if isinstance(node, Function):
+            for inp in node.inputs:
+                if inp is not None and id(inp) not in visited:
                     stack.append((inp, False))
     order.reverse()
     return order
@@ -277,9 +286,23 @@ class Function:
         arrays = [t.data if isinstance(t, Tensor) else t for t in inputs]
         out = Tensor(fn.forward(*arrays, **options), requires_grad=fn.requires_grad)
         if fn.requires_grad:
-            fn.inputs = inputs
+            # per input: the Function that made it, the leaf itself, or None (no gradient)
+            fn.inputs = tuple((t if t._ctx is None else t._ctx) if needs else None
+                              for t, needs in zip(inputs, fn.needs_input_grad))
+            fn.input_shapes = tuple(t.shape if needs else None
+                                    for t, needs in zip(inputs, fn.needs_input_grad))
+            fn.output = weakref.ref(out)
             out._ctx = fn
         return out
+
+    def free(self) -> None:
+        """After backward: drop the graph and everything forward saved; the output tensor,
+        if still held, is marked so that a second backward through it says why it fails."""
+        out = self.output()
+        if out is not None:
+            out._ctx = _FREED
+        self.__dict__.clear()
+        self.inputs = ()
 
     def forward(self, *arrays, **options):
         raise NotImplementedError

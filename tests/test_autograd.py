@@ -226,3 +226,20 @@ def test_reflected_operators_and_power():
     out = np.eye(2) @ m
     assert isinstance(out, minivgg.Tensor)
     np.testing.assert_array_equal(out.data, m.data)
+
+
+def test_graph_keeps_an_intermediate_array_only_where_backward_needs_it():
+    # h + 2.0's backward needs nothing of h: once the caller drops h, its array is gone, as
+    # PyTorch frees a tensor no saved-for-backward refers to. sigmoid keeps its output.
+    x = _leaf(np.linspace(-1.0, 1.0, 1000))
+    h = x + 1.0
+    s = F.sigmoid(x)
+    loss = (h + 2.0).sum() + s.sum()
+    h_array, s_array = weakref.ref(h.data), weakref.ref(s.data)
+    del h, s
+    assert h_array() is None
+    assert s_array() is not None
+    loss.backward()
+    sig = 1 / (1 + np.exp(-np.linspace(-1.0, 1.0, 1000)))
+    np.testing.assert_allclose(x.grad, 1 + sig * (1 - sig), rtol=1e-6)
+    assert s_array() is None  # and what sigmoid saved goes with its node
