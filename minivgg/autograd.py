@@ -301,8 +301,7 @@ class Function:
         out = self.output()
         if out is not None:
             out._ctx = _FREED
-        self.__dict__.clear()
-        self.inputs = ()
+        self.__dict__.clear()  # inputs falls back to the class's ()
 
     def forward(self, *arrays, **options):
         raise NotImplementedError
