@@ -22,7 +22,7 @@ from ..autograd import Function, Tensor, as_tensor
 from ..kernels.conv import conv3x3, conv3x3_weight_grad
 from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
-from .malloc import keep_freed_memory
+from .malloc import empty, keep_freed_memory
 from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
 
 __all__ = ["conv2d"]
@@ -122,7 +122,9 @@ class Conv2dOp(Function):
             dxp = col2im(dcols.reshape(kh * kw, channels, oh, ow, batch), padded, g.dtype,
                          (kh, kw), self.stride, (oh, ow), axes=(1, 2))
             if self.padding != (0, 0, 0, 0):
-                dxp = np.ascontiguousarray(dxp[:, top:top + height, left:left + width, :])
+                dx = empty((channels, height, width, batch), g.dtype)
+                dx[...] = dxp[:, top:top + height, left:left + width, :]
+                dxp = dx
             gx = from_chwn(dxp)
         return gx, gw, gb
 
@@ -131,7 +133,7 @@ class Conv2dOp(Function):
     def _forward_direct(self, x, weight, bias):
         (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
         xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
-        out = np.empty((out_channels, oh * ow * batch), x.dtype)
+        out = empty((out_channels, oh * ow * batch), x.dtype)
         conv3x3(xp.reshape(channels, oh + 2, -1), np.ascontiguousarray(weight), batch,
                 out.reshape(out_channels, oh, -1))
         return self._output(out, bias, xp, weight)
@@ -153,7 +155,7 @@ class Conv2dOp(Function):
             flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
             pad = tuple(2 - p for p in self.padding)  # (top, bottom, left, right)
             gp = padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
-            dx = np.empty((channels, height, width, batch), g.dtype)
+            dx = empty((channels, height, width, batch), g.dtype)
             conv3x3(gp.reshape(out_channels, height + 2, -1), flipped, batch,
                     dx.reshape(channels, height, -1))
             gx = from_chwn(dx)
@@ -191,7 +193,7 @@ class Conv2dOp(Function):
             top, bottom, _, _ = self.padding
             padded_h = height + top + bottom
             # rows is dead once dW is done: its memory takes d(rows).
-            d_rows = rows if rows is not None else np.empty(
+            d_rows = rows if rows is not None else empty(
                 (kw * channels, padded_h * span), g.dtype)
             w_rows, self.w_mat = self.w_mat, None
             gemm(w_rows[0].T, g, out=d_rows[:, :oh * span])
@@ -264,7 +266,7 @@ def unfold_rows(x: np.ndarray, kw: int, padding: tuple, out_w: int) -> np.ndarra
     """(C, H, W, N) -> (KW, C, H + top + bottom, OW, N), the zero padding written in place."""
     channels, height, width, batch = x.shape
     top, bottom, left, _ = padding
-    rows = np.empty((kw, channels, height + top + bottom, out_w, batch), x.dtype)
+    rows = empty((kw, channels, height + top + bottom, out_w, batch), x.dtype)
     for block in cache_blocks(x.shape, x.itemsize, (1, 2)):
         for j in range(kw):
             lo, hi = _row_window(j, left, width, out_w)
@@ -282,7 +284,7 @@ def fold_rows(d_rows: np.ndarray, shape: tuple, padding: tuple) -> np.ndarray:
     kw, out_w = d_rows.shape[0], d_rows.shape[3]
     channels, height, width, batch = shape
     top, _, left, _ = padding
-    dx = np.empty(shape, d_rows.dtype)
+    dx = empty(shape, d_rows.dtype)
     for block in cache_blocks(shape, d_rows.itemsize, (1, 2)):
         dx[block] = 0
         for j in range(kw):

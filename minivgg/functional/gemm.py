@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from .malloc import empty
+
 # Products below this many multiply-adds run on the calling thread alone: handing a band to
 # another thread costs tens of microseconds.
 MIN_SPLIT_MACS = 10_000_000
@@ -98,7 +100,7 @@ def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndar
     if a.ndim not in (2, 3) or b.ndim != a.ndim:
         return np.matmul(a, b, out=out)
     if out is None:
-        out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
+        out = empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
     work = out.size * a.shape[-1]
     if a.ndim == 3:
         split(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), len(out), work)

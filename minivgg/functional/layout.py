@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .malloc import empty
+
+
 def chwn_view(a: np.ndarray) -> np.ndarray | None:
     """The contiguous (C, H, W, N) array behind an (N, C, H, W) array laid out that way in
     memory (conv2d's outputs and what follows them), or None for any other layout."""
@@ -35,7 +38,7 @@ def as_chwn(a: np.ndarray) -> np.ndarray:
     if chwn is not None:
         return chwn
     batch, channels, height, width = a.shape
-    return copy_to_chwn(a, np.empty((channels, height, width, batch), dtype=a.dtype))
+    return copy_to_chwn(a, empty((channels, height, width, batch), a.dtype))
 
 
 def from_chwn(a: np.ndarray) -> np.ndarray:
@@ -47,7 +50,7 @@ def padded_chwn(x: np.ndarray, padding: tuple) -> np.ndarray:
     """(N, C, H, W) -> (C, H + top + bottom, W + left + right, N) with a zero border."""
     batch, channels, height, width = x.shape
     top, bottom, left, right = padding
-    xp = np.empty((channels, height + top + bottom, width + left + right, batch), x.dtype)
+    xp = empty((channels, height + top + bottom, width + left + right, batch), x.dtype)
     xp[:, :top] = 0
     xp[:, top + height:] = 0
     xp[:, top:top + height, :left] = 0
@@ -74,6 +77,6 @@ def elementwise(kernel, arrays: tuple, *scalars) -> np.ndarray:
                              != steps for a in arrays[1:]):
         arrays = tuple(np.ascontiguousarray(a) for a in arrays)
         first = memory = arrays[0]
-    out = np.empty_like(memory)
+    out = empty(memory.shape, memory.dtype)
     kernel(*(memory_order(a).reshape(-1) for a in arrays), *scalars, out.reshape(-1))
     return out if memory is first else from_chwn(out)

@@ -9,6 +9,7 @@ from ..autograd import Function, Tensor, as_tensor
 from ..kernels.norm import NO_DROPOUT, batch_norm_affine, batch_norm_backward, batch_norm_forward
 from .activation import dropout_key
 from .layout import as_chwn, chwn_view, from_chwn
+from .malloc import empty
 
 __all__ = ["batch_norm", "layer_norm"]
 
@@ -101,7 +102,7 @@ class BatchNorm(Function):
         self.drop_scale = 0.0 if dropout is None else dropout[2]
         if training:
             channels = rows.shape[axis]
-            out = np.empty_like(rows)
+            out = empty(rows.shape, rows.dtype)
             out_view = _channels_first(out, axis)
             if dropout is not None:  # (key, threshold, scale): the index of (c, r, n) in memory
                 stride_c, stride_r, _ = (step // out.itemsize for step in out_view.strides)
@@ -127,7 +128,7 @@ class BatchNorm(Function):
         invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
         scale = invstd if weight is None else invstd * weight  # (C,)
         shift = -mean * scale if bias is None else bias - mean * scale
-        out = np.empty_like(rows)
+        out = empty(rows.shape, rows.dtype)
         batch_norm_affine(_channels_first(rows, axis), scale, shift, relu, relu_after,
                           _channels_first(out, axis))
         if self.requires_grad:
@@ -163,7 +164,7 @@ class BatchNorm(Function):
         dy = _in_layout(grad, rows, axis)  # 3-D, laid out as forward's input
         channels = dy.shape[axis]
         sum_dy, sum_dy_xhat = np.empty(channels, dy.dtype), np.empty(channels, dy.dtype)
-        gx = np.empty_like(rows) if need_x else np.empty((0, 0, 0), rows.dtype)
+        gx = empty(rows.shape, rows.dtype) if need_x else np.empty((0, 0, 0), rows.dtype)
         weight = np.ones(channels, rows.dtype) if self.weight is None else self.weight
         out = rows if self.out is None else self.out  # only read when relu_after
         batch_norm_backward(

@@ -12,6 +12,7 @@ import numpy as np
 from ..autograd import Function, Tensor, as_tensor
 from ..kernels.pool import max_pool, max_pool_backward
 from .layout import as_chwn, chwn_view, from_chwn
+from .malloc import empty
 from .windows import check_input, col2im, out_length, pair, pool_window, window_views
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]
@@ -79,8 +80,8 @@ class MaxPool2dOp(Function):
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1)):
         planes, chwn = _planes(x)  # (P, H, W, L)
         shape = (planes.shape[0], *out_hw, planes.shape[3])
-        out = np.empty(shape, x.dtype)
-        argmax = np.empty(shape, np.min_scalar_type(kernel[0] * kernel[1] - 1))
+        out = empty(shape, x.dtype)
+        argmax = empty(shape, np.min_scalar_type(kernel[0] * kernel[1] - 1))
         max_pool(planes, *kernel, *stride, *padding, out, argmax)
         if self.requires_grad:
             self.argmax, self.planes_shape, self.chwn = argmax, planes.shape, chwn
@@ -91,7 +92,7 @@ class MaxPool2dOp(Function):
         batch = grad.shape[0]
         g = as_chwn(grad) if self.chwn else np.ascontiguousarray(grad).reshape(
             self.argmax.shape)  # forward's order
-        dx = np.empty(self.planes_shape, grad.dtype)
+        dx = empty(self.planes_shape, grad.dtype)
         max_pool_backward(g, self.argmax, *self.window, dx)
         return (_from_planes(dx, self.chwn, batch),)
 

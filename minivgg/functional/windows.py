@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from ..autograd import Tensor
+from .malloc import empty
 
 
 def pair(value, name: str, op: str, minimum: int) -> tuple:
@@ -91,7 +92,7 @@ def im2col(a: np.ndarray, kernel: tuple, stride: tuple, out_hw: tuple,
            axes: tuple = (-2, -1)) -> np.ndarray:
     """(..., H, ..., W, ...) -> (KH*KW, ..., OH, ..., OW, ...): one copy per kernel tap."""
     views = window_views(a, kernel, stride, out_hw, axes)
-    cols = np.empty((len(views),) + views[0].shape, dtype=a.dtype)
+    cols = empty((len(views),) + views[0].shape, a.dtype)
     for block in cache_blocks(a.shape, a.itemsize, axes):
         for k, view in enumerate(views):
             cols[k, block] = view[block]
@@ -111,7 +112,7 @@ def col2im(slabs, shape: tuple, dtype, kernel: tuple, stride: tuple, out_hw: tup
     tiles = (tuple(stride) == tuple(kernel)
              and out_hw[0] * kernel[0] == shape[axes[0]]
              and out_hw[1] * kernel[1] == shape[axes[1]])
-    out = np.empty(shape, dtype)
+    out = empty(shape, dtype)
     views = window_views(out, kernel, stride, out_hw, axes)
     blocks = (cache_blocks(shape, out.itemsize, axes)
               if isinstance(slabs, (np.ndarray, list, tuple)) else [slice(None)])
