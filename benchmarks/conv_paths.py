@@ -34,6 +34,8 @@ import numpy as np  # noqa: E402
 import minivgg  # noqa: E402
 import minivgg.functional as F  # noqa: E402
 from minivgg.functional import conv as conv_module  # noqa: E402
+from minivgg.functional.layout import from_chwn  # noqa: E402
+from minivgg.functional.malloc import empty  # noqa: E402
 from minivgg.run_record import cpu_name  # noqa: E402
 
 RESULT = common.ROOT / "benchmarks" / "results" / "speed" / "conv_paths.json"
@@ -46,7 +48,10 @@ LAYERS = [
     (6, 12, 26, 0, "mnist_5k 2nd"), (12, 12, 12, 0, "mnist_5k 3rd"),
     (8, 16, 26, 0, "mnist_20k 2nd"), (16, 16, 10, 0, "mnist_20k"),
     (10, 20, 24, 0, "mnist_8k_b"), (32, 32, 28, 1, "minivgg_fashion 2nd"),
-    (64, 64, 14, 1, "minivgg_fashion 4th"),
+    (32, 64, 14, 1, "minivgg_fashion 3rd"), (64, 64, 14, 1, "minivgg_fashion 4th"),
+    (32, 32, 32, 1, "minivggnet 2nd"), (64, 64, 16, 1, "minivggnet 4th"),
+    (32, 64, 8, 0, "vgg_v1, vgg_v2 2nd"), (24, 64, 31, 1, "airbench94 1st 3x3"),
+    (64, 64, 15, 1, "airbench94 2nd 3x3"), (64, 256, 15, 1, "airbench94 3rd 3x3"),
 ]
 PATHS = {"direct": {"DIRECT_MAX_CO": 10 ** 9, "DIRECT_MIN_SPAN": 0},
          "im2col": {"DIRECT_MAX_CO": 0, "ROW_GEMM_MIN_K": 10 ** 9},
@@ -66,15 +71,26 @@ def step(path, x, w, grad, first, padding):
             setattr(conv_module, name, value)
 
 
+def chwn_array(rng, shape: tuple) -> np.ndarray:
+    """Random (N, C, H, W) values over aligned (C, H, W, N) memory, as conv2d returns them."""
+    batch, channels, height, width = shape
+    chwn = empty((channels, height, width, batch), np.float32)
+    chwn[...] = rng.standard_normal(chwn.shape, dtype=np.float32)
+    return from_chwn(chwn)
+
+
 def measure(batch: int, repeat: int) -> list:
     rng = np.random.default_rng(0)
     rows = []
     for channels, out_channels, side, padding, where in LAYERS:
-        x = rng.standard_normal((batch, channels, side, side), dtype=np.float32)
+        # input and gradient laid out as inside a net, in conv2d's (C, H, W, N) memory
+        # (a first layer's input comes from the data loader, in NCHW order)
+        first = channels <= 3
+        x = (rng.standard_normal((batch, channels, side, side), dtype=np.float32) if first
+             else chwn_array(rng, (batch, channels, side, side)))
         w = rng.standard_normal((out_channels, channels, 3, 3), dtype=np.float32) * 0.3
         out_side = side + 2 * padding - 2
-        grad = rng.standard_normal((batch, out_channels, out_side, out_side), dtype=np.float32)
-        first = channels <= 3
+        grad = chwn_array(rng, (batch, out_channels, out_side, out_side))
         times = {path: [] for path in PATHS}
         for path in PATHS:
             step(path, x, w, grad, first, padding)  # warm-up (and compilation)

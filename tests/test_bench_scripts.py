@@ -52,7 +52,7 @@ def test_conv_paths_smoke(tmp_path):
     md, out = markdown(tmp_path, "conv-paths"), tmp_path / "conv_paths.json"
     run("conv_paths.py", "--batch", 2, "--repeat", 1, "--json", out, "--markdown", md)
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 13 and all(ms > 0 for row in rows for ms in row["ms"].values())
+    assert len(rows) == 20 and all(ms > 0 for row in rows for ms in row["ms"].values())
     text = md.read_text()
     assert text.startswith("before\n") and text.endswith("after\n")
     assert "| mnist_5k 1st | 1 -> 6 | 28x28 |" in text and "batch 2, 1 thread" in text

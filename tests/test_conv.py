@@ -134,16 +134,17 @@ def test_conv2d_takes_row_gemms_for_wide_stride_one_layers(monkeypatch, channels
     calls = []
     unfold = conv_module.unfold_rows
     monkeypatch.setattr(conv_module, "unfold_rows", lambda *a: calls.append(1) or unfold(*a))
+    monkeypatch.setattr(conv_module, "DIRECT_MAX_CO", 0)  # the direct kernels out of the way
     x = np.ones((2, channels, size, size), np.float32)
-    # 64 filters: C*O above the direct kernels' DIRECT_MAX_CO
     F.conv2d(x, np.ones((64, channels) + kernel, np.float32), stride=stride)
     assert bool(calls) == expected
 
 
 @pytest.mark.parametrize("channels, out_channels, kernel, stride, padding, batch, expected", [
     (1, 6, 3, 1, 0, 64, True), (1, 16, 3, 1, 1, 64, True), (2, 8, 3, 1, 2, 64, True),
-    (6, 12, 3, 1, 0, 64, True), (16, 16, 3, 1, 0, 64, True), (16, 17, 3, 1, 0, 64, False),
-    (32, 32, 3, 1, 1, 64, False), (1, 6, 3, 2, 0, 64, False),
+    (6, 12, 3, 1, 0, 64, True), (16, 16, 3, 1, 0, 64, True), (32, 32, 3, 1, 1, 64, True),
+    (64, 64, 3, 1, 1, 64, True), (64, 65, 3, 1, 1, 64, False), (64, 256, 3, 1, 1, 64, False),
+    (1, 6, 3, 2, 0, 64, False),
     (1, 6, 5, 1, 0, 64, False), (1, 6, 3, 1, 3, 64, False),
     (1, 6, 3, 1, 0, 2, False)])  # an output row of 6 * 2 values: below DIRECT_MIN_SPAN
 def test_conv2d_takes_direct_kernels_for_thin_3x3_layers(monkeypatch, channels, out_channels,

@@ -42,17 +42,19 @@ def _data(*shape):
 
 
 def test_conv3x3_same_bits_for_any_thread_count():
-    xp, w = _data(5, 9, 10 * BATCH), _data(7, 5, 3, 3)
+    # 7 channels: a group of four and three taken one at a time; 60 * 37 positions per row:
+    # more than one BLOCK, and not a multiple of it
+    xp, w = _data(5, 9, 62 * BATCH), _data(7, 5, 3, 3)
     _assert_all_equal(_runs(conv.conv3x3,
-                            lambda: (xp, w, BATCH, np.full((7, 7, 8 * BATCH), np.nan, np.float32)),
+                            lambda: (xp, w, BATCH, np.full((7, 7, 60 * BATCH), np.nan, np.float32)),
                             [3]))
 
 
 def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
-    # 70 * 37 positions per row: more than one BLOCK, and not a multiple of it
-    xp, g = _data(3, 6, 72 * BATCH), _data(4, 4, 70 * BATCH)
+    # 5 output channels: two pairs and one channel paired with itself
+    xp, g = _data(3, 6, 72 * BATCH), _data(5, 4, 70 * BATCH)
     _assert_all_equal(_runs(conv.conv3x3_weight_grad,
-                            lambda: (xp, g, BATCH, np.empty((4, 3, 3, 3), np.float32)), [3]))
+                            lambda: (xp, g, BATCH, np.empty((5, 3, 3, 3), np.float32)), [3]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after, dropout",

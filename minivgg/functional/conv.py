@@ -219,12 +219,14 @@ ROW_GEMM_MIN_OH = 4
 
 
 # Direct convolution (kernels/conv.py) for 3x3 stride-1 layers with C*O <= DIRECT_MAX_CO:
-# every layer of the MNIST nets (1 to 20 channels), whose GEMMs are too thin for BLAS. The
-# 32- and 64-channel layers of the VGG nets stay on the GEMM paths, which win there
-# (BENCHMARKS.md, "Convolution paths"). The kernels' inner loops run along an output row of
-# the whole batch, OW*N values: below DIRECT_MIN_SPAN (small maps at small batches) their
-# start-up costs more than the GEMMs do.
-DIRECT_MAX_CO = 256
+# every 3x3 layer of the MNIST and VGG nets (1 to 64 channels) and airbench94's first two.
+# Its 256-channel layers stay on the GEMM paths, where OpenBLAS's packed products win
+# (BENCHMARKS.md, "Convolution paths", one thread). vgg_v1's 32 -> 64 layer on a 6x6 output
+# is about even there, but its training step is faster on two threads with the direct
+# kernels, which split into many parallel tasks where a GEMM splits into two bands. The
+# kernels' inner loops run along an output row of the whole batch, OW*N values: below
+# DIRECT_MIN_SPAN (small maps at small batches) their start-up costs more than the GEMMs do.
+DIRECT_MAX_CO = 4096
 DIRECT_MIN_SPAN = 320
 
 
