@@ -1,9 +1,10 @@
-"""Before/after timing of one training step: two versions of minivgg, alternated.
+"""Before/after timing of one training step (or inference): two versions of minivgg, alternated.
 
     python benchmarks/ab_step.py minivggnet 64                   # HEAD against the working tree
     python benchmarks/ab_step.py mnist_8k_a 512 --a HEAD~3 --b HEAD --rounds 9
     python benchmarks/ab_step.py mnist_5k 128 --b /tmp/experiment     # a copy with a change
     python benchmarks/ab_step.py mnist_5k 128 --threads 1 --clock cpu  # on a busy machine
+    python benchmarks/ab_step.py mnist_5k 128 --infer                   # a forward pass instead
 
 Each version runs in its own child process (a git worktree under the system temp folder
 for a revision, the checkout itself for the working tree), so both get a fresh allocator
@@ -36,12 +37,13 @@ import minivgg  # this version's package; speed.py below then reuses it
 sys.path.insert(0, sys.argv[6])
 from speed import Case
 case = Case(model, batch)
+step = case.minivgg_infer if sys.argv[8] == "infer" else case.minivgg_train
 for _ in range(warmup):
-    case.minivgg_train()
+    step()
 times = []
 for _ in range(steps):
     start = clock()
-    case.minivgg_train()
+    step()
     times.append(clock() - start)
 print(json.dumps({"ms": 1000 * statistics.median(times), "package": minivgg.__file__}))
 """
@@ -70,7 +72,8 @@ def time_block(tree: Path, args) -> float:
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads), NUMBA_NUM_THREADS=str(args.threads))
     done = subprocess.run([sys.executable, "-c", CHILD, str(tree), args.model, str(args.batch),
-                           str(args.steps), str(args.warmup), str(HERE), args.clock],
+                           str(args.steps), str(args.warmup), str(HERE), args.clock,
+                           "infer" if args.infer else "train"],
                           capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"ab_step.py: the child for {tree} failed:\n{done.stderr.strip()}")
@@ -92,6 +95,9 @@ def main(argv=None) -> int:
                    help="wall: elapsed time (default); cpu: the process's CPU time, all threads "
                         "summed, which other processes on a busy machine disturb far less "
                         "(with --threads 1 it is the step time a quiet machine would show)")
+    p.add_argument("--infer", action="store_true",
+                   help="time inference (speed.py's forward pass in eval mode) instead of a "
+                        "training step")
     args = p.parse_args(argv)
     trees = {"A": tree_for(args.a), "B": tree_for(args.b)}
     results = {"A": [], "B": []}
@@ -101,7 +107,8 @@ def main(argv=None) -> int:
         print(f"round {round_ + 1}: A {results['A'][-1]:.2f} ms  B {results['B'][-1]:.2f} ms",
               flush=True)
     a, b = statistics.median(results["A"]), statistics.median(results["B"])
-    print(f"{args.model} batch {args.batch}, {args.threads} threads: A ({args.a}) {a:.2f} ms/step, "
+    what = "inference" if args.infer else "training"
+    print(f"{args.model} {what} batch {args.batch}, {args.threads} threads: A ({args.a}) {a:.2f} ms/step, "
           f"B ({args.b}) {b:.2f} ms/step, B/A time {b / a:.3f} (speed-up {a / b:.2f}x)"
           + ("; process CPU time" if args.clock == "cpu" else ""))
     return 0
