@@ -256,7 +256,11 @@ def test_ab_step_times_two_trees_and_names_a_bad_revision(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("round ") == 2
-    assert "mnist_5k batch 4, 1 threads: A (.)" in done.stdout and "B/A time" in done.stdout
+    assert "mnist_5k training batch 4, 1 threads: A (.)" in done.stdout and "B/A time" in done.stdout
+    infer = subprocess.run([sys.executable, script, "mnist_5k", "4", "--infer", "--a", ".",
+                            "--rounds", "1", "--steps", "1", "--warmup", "0", "--threads", "1"],
+                           capture_output=True, text=True, timeout=120)
+    assert infer.returncode == 0 and "mnist_5k inference batch 4" in infer.stdout, infer.stderr[-3000:]
     bad = subprocess.run([sys.executable, script, "mnist_5k", "4", "--a", "no-such-revision"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "'no-such-revision' is not a revision" in bad.stderr
