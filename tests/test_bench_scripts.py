@@ -42,7 +42,7 @@ def test_committed_section_matches_committed_json(command):
 def test_check_flags_a_hand_edited_section(tmp_path):
     md = tmp_path / "BENCHMARKS.md"
     shutil.copy(ROOT / "BENCHMARKS.md", md)
-    md.write_text(md.read_text().replace("| mnist_5k 1st | 1 -> 6 | 28x28 |", "| mnist_5k 1st | 1 -> 7 | 28x28 |"))
+    md.write_text(md.read_text().replace("| mnist_5k 1st | 1 -> 6 | 3x3 | 28x28 |", "| mnist_5k 1st | 1 -> 7 | 3x3 | 28x28 |"))
     done = subprocess.run([sys.executable, str(BENCHMARKS / "conv_paths.py"), "--check", "--markdown", str(md)],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 1 and "stale" in done.stderr and "+| mnist_5k 1st | 1 -> 6" in done.stdout
@@ -52,10 +52,10 @@ def test_conv_paths_smoke(tmp_path):
     md, out = markdown(tmp_path, "conv-paths"), tmp_path / "conv_paths.json"
     run("conv_paths.py", "--batch", 2, "--repeat", 1, "--json", out, "--markdown", md)
     rows = json.loads(out.read_text())["rows"]
-    assert len(rows) == 20 and all(ms > 0 for row in rows for ms in row["ms"].values())
+    assert len(rows) == 23 and all(ms > 0 for row in rows for ms in row["ms"].values())
     text = md.read_text()
     assert text.startswith("before\n") and text.endswith("after\n")
-    assert "| mnist_5k 1st | 1 -> 6 | 28x28 |" in text and "batch 2, 1 thread" in text
+    assert "| mnist_5k 1st | 1 -> 6 | 3x3 | 28x28 |" in text and "batch 2, 1 thread" in text
     run("conv_paths.py", "--check", "--json", out, "--markdown", md)
 
 

@@ -144,14 +144,17 @@ def test_conv2d_takes_row_gemms_for_wide_stride_one_layers(monkeypatch, channels
     (1, 6, 3, 1, 0, 64, True), (1, 16, 3, 1, 1, 64, True), (2, 8, 3, 1, 2, 64, True),
     (6, 12, 3, 1, 0, 64, True), (16, 16, 3, 1, 0, 64, True), (32, 32, 3, 1, 1, 64, True),
     (64, 64, 3, 1, 1, 64, True), (64, 65, 3, 1, 1, 64, False), (64, 256, 3, 1, 1, 64, False),
-    (1, 6, 3, 2, 0, 64, False),
-    (1, 6, 5, 1, 0, 64, False), (1, 6, 3, 1, 3, 64, False),
+    (1, 6, 3, 2, 0, 64, False), (1, 6, 3, 1, 3, 64, False),
+    (1, 6, 5, 1, 2, 64, True), (6, 16, 5, 1, 0, 128, True), (1, 32, 5, 1, 0, 128, True),
+    (1, 6, 5, 1, 5, 64, False), (1, 6, 5, 2, 0, 64, False), (2, 6, 4, 1, 0, 64, False),
+    (1, 6, 7, 1, 0, 64, False),
     (1, 6, 3, 1, 0, 2, False)])  # an output row of 6 * 2 values: below DIRECT_MIN_SPAN
-def test_conv2d_takes_direct_kernels_for_thin_3x3_layers(monkeypatch, channels, out_channels,
-                                                        kernel, stride, padding, batch, expected):
+def test_conv2d_takes_direct_kernels_for_thin_3x3_and_5x5_layers(
+        monkeypatch, channels, out_channels, kernel, stride, padding, batch, expected):
     calls = []
-    direct = conv_module.conv3x3
-    monkeypatch.setattr(conv_module, "conv3x3", lambda *a: calls.append(1) or direct(*a))
+    for size, (convolve, weight_grad) in list(conv_module.DIRECT_KERNELS.items()):
+        monkeypatch.setitem(conv_module.DIRECT_KERNELS, size, (
+            lambda *a, convolve=convolve: calls.append(1) or convolve(*a), weight_grad))
     x = np.ones((batch, channels, 8, 8), np.float32)
     F.conv2d(x, np.ones((out_channels, channels, kernel, kernel), np.float32), stride=stride,
              padding=padding)

@@ -57,6 +57,19 @@ def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
                             lambda: (xp, g, BATCH, np.empty((5, 3, 3, 3), np.float32)), [3]))
 
 
+def test_conv5x5_same_bits_for_any_thread_count():
+    xp, w = _data(3, 11, 64 * BATCH), _data(6, 3, 5, 5)  # 6 channels: a group and two
+    _assert_all_equal(_runs(conv.conv5x5,
+                            lambda: (xp, w, BATCH, np.full((6, 7, 60 * BATCH), np.nan, np.float32)),
+                            [3]))
+
+
+def test_conv5x5_weight_grad_same_bits_for_any_thread_count():
+    xp, g = _data(2, 8, 64 * BATCH), _data(3, 4, 60 * BATCH)
+    _assert_all_equal(_runs(conv.conv5x5_weight_grad,
+                            lambda: (xp, g, BATCH, np.empty((3, 2, 5, 5), np.float32)), [3]))
+
+
 @pytest.mark.parametrize("relu_before, relu_after, dropout",
                          [(False, False, False), (True, False, False), (False, True, False),
                           (False, True, True)])

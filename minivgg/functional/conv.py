@@ -1,5 +1,5 @@
-"""2-D convolution, three paths: direct 3x3 kernels (kernels/conv.py) for the thin
-layers (see DIRECT_MAX_CO), im2col + one GEMM (first layers, strided convs, small maps),
+"""2-D convolution, three paths: direct 3x3 and 5x5 kernels (kernels/conv.py) for the
+thin layers (see DIRECT_MAX_CO), im2col + one GEMM (first layers, strided convs, small maps),
 and row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the
 wide stride-1 layers, which keeps a third of im2col's buffer for backward.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
-from ..kernels.conv import conv3x3, conv3x3_weight_grad
+from ..kernels.conv import conv3x3, conv3x3_weight_grad, conv5x5, conv5x5_weight_grad
 from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import empty, keep_freed_memory
@@ -128,36 +128,37 @@ class Conv2dOp(Function):
             gx = from_chwn(dxp)
         return gx, gw, gb
 
-    # ---- the direct path: 3x3 stride-1 kernels for the thinnest layers -----------------
+    # ---- the direct path: 3x3 and 5x5 stride-1 kernels for the thin layers -------------
 
     def _forward_direct(self, x, weight, bias):
-        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
         xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
         out = empty((out_channels, oh * ow * batch), x.dtype)
-        conv3x3(xp.reshape(channels, oh + 2, -1), np.ascontiguousarray(weight), batch,
-                out.reshape(out_channels, oh, -1))
+        DIRECT_KERNELS[k][0](xp.reshape(channels, oh + k - 1, -1), np.ascontiguousarray(weight),
+                             batch, out.reshape(out_channels, oh, -1))
         return self._output(out, bias, xp, weight)
 
     def _backward_direct(self, g):
-        (batch, channels, height, width), (out_channels, *_), (oh, ow) = self.shapes
+        (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
         need_x, need_w, need_b = self.needs_input_grad
+        convolve, weight_grad = DIRECT_KERNELS[k]
         gb = g.sum(axis=1) if need_b else None
         gw = gx = None
         if need_w:
-            xp, self.unfolded = self.unfolded, None  # (C, OH + 2, OW + 2, N)
-            gw = np.empty((out_channels, channels, 3, 3), g.dtype)
-            conv3x3_weight_grad(xp.reshape(channels, oh + 2, -1), g.reshape(out_channels, oh, -1),
-                                batch, gw)
+            xp, self.unfolded = self.unfolded, None  # (C, OH + k - 1, OW + k - 1, N)
+            gw = np.empty((out_channels, channels, k, k), g.dtype)
+            weight_grad(xp.reshape(channels, oh + k - 1, -1), g.reshape(out_channels, oh, -1),
+                        batch, gw)
         if need_x:
-            # dx is the 3x3 convolution of g, padded by 2 - padding, with the kernel flipped
-            # and its channel axes swapped.
+            # dx is the k x k convolution of g, padded by k - 1 - padding, with the kernel
+            # flipped and its channel axes swapped.
             weight, self.w_mat = self.w_mat, None
             flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-            pad = tuple(2 - p for p in self.padding)  # (top, bottom, left, right)
+            pad = tuple(k - 1 - p for p in self.padding)  # (top, bottom, left, right)
             gp = padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
             dx = empty((channels, height, width, batch), g.dtype)
-            conv3x3(gp.reshape(out_channels, height + 2, -1), flipped, batch,
-                    dx.reshape(channels, height, -1))
+            convolve(gp.reshape(out_channels, height + k - 1, -1), flipped, batch,
+                     dx.reshape(channels, height, -1))
             gx = from_chwn(dx)
         return gx, gw, gb
 
@@ -218,8 +219,9 @@ ROW_GEMM_MIN_K = 24
 ROW_GEMM_MIN_OH = 4
 
 
-# Direct convolution (kernels/conv.py) for 3x3 stride-1 layers with C*O <= DIRECT_MAX_CO:
-# every 3x3 layer of the MNIST and VGG nets (1 to 64 channels) and airbench94's first two.
+# Direct convolution (kernels/conv.py) for 3x3 and 5x5 stride-1 layers with C*O <=
+# DIRECT_MAX_CO: every such layer of the MNIST, LeNet and VGG nets (1 to 64 channels) and
+# airbench94's first two.
 # Its 256-channel layers stay on the GEMM paths, where OpenBLAS's packed products win
 # (BENCHMARKS.md, "Convolution paths", one thread). vgg_v1's 32 -> 64 layer on a 6x6 output
 # is about even there, but its training step is faster on two threads with the direct
@@ -230,9 +232,14 @@ DIRECT_MAX_CO = 4096
 DIRECT_MIN_SPAN = 320
 
 
+DIRECT_KERNELS = {3: (conv3x3, conv3x3_weight_grad), 5: (conv5x5, conv5x5_weight_grad)}
+
+
 def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
                padding: tuple, span: int) -> bool:
-    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and max(padding) <= 2
+    size = kernel[0]
+    return (size in DIRECT_KERNELS and tuple(kernel) == (size, size) and tuple(stride) == (1, 1)
+            and max(padding) <= size - 1  # the input gradient's padding, size - 1 - p, >= 0
             and channels * out_channels <= DIRECT_MAX_CO and span >= DIRECT_MIN_SPAN)
 
 
