@@ -876,3 +876,36 @@ def test_batchnorm_with_a_frozen_scale_matches_torch(torch):
         assert ours.weight.grad is None and theirs.weight.grad is None
         np.testing.assert_allclose(ours.running_var, theirs.running_var.numpy(), rtol=1e-5)
         np.testing.assert_allclose(ours.running_mean, theirs.running_mean.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_sequential_runs_relu_then_maxpool_as_maxpool_then_relu_to_the_bit():
+    """The swap changes nothing but the size of the ReLU's map: outputs, input and parameter
+    gradients equal those of the layers in their own order (kept apart by a hook), with
+    all-negative windows, padded windows and ties among them."""
+    def build():
+        return nn.Sequential(nn.Conv2d(2, 4, 3, rng=0), nn.ReLU(), nn.MaxPool2d(3, padding=1),
+                             nn.Conv2d(4, 3, 1, rng=2), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(3, 5, rng=1))
+    x = _randn(np.random.default_rng(5), 6, 2, 6, 6) - 0.5
+    x[0, :, :3, :3] = -1.0  # ties and an all-negative corner
+    runs, relu_shapes = [], []
+    for apart in (False, True):
+        model = build()
+        if apart:
+            for i in (1, 4):
+                model[i].register_forward_hook(lambda module, args, output: None)
+        shapes = []
+        original = F.relu
+        try:
+            F.relu = lambda t: shapes.append(t.shape) or original(t)
+            xt = Tensor(x.copy(), requires_grad=True)
+            y = model(xt)
+        finally:
+            F.relu = original
+        y.backward(np.ones(y.shape, np.float32))
+        runs.append([y.data, xt.grad] + [p.grad for p in model.parameters()])
+        relu_shapes.append(shapes)
+    assert relu_shapes == [[(6, 4, 2, 2), (6, 3, 1, 1)], [(6, 4, 4, 4), (6, 3, 2, 2)]]
+    assert np.mean(runs[0][1] == 0) > 0.3  # gradients were masked
+    for fused, apart in zip(*runs):
+        np.testing.assert_array_equal(fused, apart)

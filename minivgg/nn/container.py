@@ -9,6 +9,7 @@ from .activation import ReLU
 from .dropout import Dropout
 from .module import Module
 from .norm import _BatchNorm
+from .pool import MaxPool2d
 
 
 class Sequential(Module):
@@ -94,6 +95,18 @@ class Sequential(Module):
             # ReLU -> BatchNorm and BatchNorm -> ReLU (-> Dropout) run as one op: the same
             # result with fewer passes, and no tensor between them
             following = layers[i + 1][1] if i + 1 < len(layers) else None
+            if (type(module) is ReLU and type(following) is MaxPool2d
+                    and _fusable(module, following)):
+                # ReLU -> MaxPool2d runs as MaxPool2d -> ReLU: ReLU is monotone, so the
+                # maximum of a rectified window is the rectified maximum (values and
+                # gradients alike), and the ReLU then works on a map kernel_size^2 smaller
+                try:
+                    x = module(following(x))
+                except Exception as error:
+                    raise _with_location(error, f"layers {name}-{layers[i + 1][0]} (ReLU, "
+                                                f"MaxPool2d)") from None
+                i += 2
+                continue
             fused = {}
             if (type(module) is ReLU and isinstance(following, _BatchNorm)
                     and _fusable(module, following)):
@@ -120,7 +133,7 @@ class Sequential(Module):
 def _fusable(*modules: Module) -> bool:
     """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
     batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True), and a
-    Dropout after that as batch_norm(..., dropout=p)): not
+    Dropout after that as batch_norm(..., dropout=p)) or swap them (ReLU -> MaxPool2d): not
     when one of them has forward hooks, which must see each layer's own call (summary.py
     records every layer that way)."""
     return not any(module.has_hooks() for module in modules)
