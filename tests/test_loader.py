@@ -99,6 +99,17 @@ def test_prefetch_gives_the_same_batches(dataset):
         np.testing.assert_array_equal(y, y2)
 
 
+@pytest.mark.parametrize("spare", [True, False])
+def test_default_prefetches_only_with_a_core_to_spare(dataset, monkeypatch, spare):
+    """Beside a thread pool that has every core, batches are made in the training thread."""
+    import minivgg.kernels
+    monkeypatch.setattr(minivgg.kernels, "spare_core", lambda: spare)
+    names = []
+    for _ in DataLoader(*dataset, batch_size=10):
+        names.append(sorted(t.name for t in threading.enumerate()))
+    assert all(("minivgg-prefetch" in n) == spare for n in names[:-1])
+
+
 def test_normalize_is_applied_after_transform(dataset):
     images, labels = dataset
     x, y = next(iter(DataLoader(images, labels, batch_size=8, shuffle=False,
@@ -116,7 +127,7 @@ def test_float_images_are_not_rescaled():
 
 def test_early_break_stops_the_prefetch_thread(dataset):
     before = threading.active_count()
-    loader = DataLoader(*dataset, batch_size=4)
+    loader = DataLoader(*dataset, batch_size=4, prefetch=True)
     for i, _ in enumerate(loader):
         if i == 2:
             break

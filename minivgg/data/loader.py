@@ -25,11 +25,15 @@ class DataLoader:
     ((mean, std) or a Normalize) are applied; with `transform_epochs` N, the transform
     applies in epochs 0..N-1 only (later epochs see the images as they are). Each `iter()`
     runs one epoch and moves `epoch` on by one. With `prefetch`, the next batch is gathered,
-    converted and augmented in a background thread while the caller works on the current one.
+    converted and augmented in a background thread while the caller works on the current one;
+    None (the default) prefetches only when the compiled kernels' thread pool leaves a core
+    free (minivgg.kernels.spare_core): beside a pool that has every core, the thread only
+    slows the training step down.
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed=0,
-                 drop_last: bool = False, transform=None, normalize=None, prefetch: bool = True,
+                 drop_last: bool = False, transform=None, normalize=None,
+                 prefetch: bool | None = None,
                  transform_epochs: int | None = None):
         if not isinstance(images, np.ndarray) or images.ndim != 4 or \
                 not (images.dtype == np.uint8 or images.dtype.kind == "f"):
@@ -134,7 +138,11 @@ class DataLoader:
             return self.make_batch(batches[b], np.random.default_rng([self.seed, epoch, 1, b]),
                                    transform, epoch)
 
-        if self.prefetch:
+        prefetch = self.prefetch
+        if prefetch is None:
+            from ..kernels import spare_core
+            prefetch = spare_core()
+        if prefetch:
             return _prefetched(produce, len(batches))
         return (produce(b) for b in range(len(batches)))
 

@@ -21,11 +21,14 @@ Threads, in one place:
   the short spin is set only while Numba's pool starts (`start_threads`), so PyTorch's own
   OpenMP in the same process keeps its default.
 - Parallel kernels are launched only from the thread that trains or evaluates. The data
-  loader's prefetch thread converts and augments batches with NumPy and one compiled
-  kernel, the warp (warp.py), which is single-threaded and releases the GIL: it never
-  enters the pool. Every parallel kernel is `serialised`: a lock makes a launch from any
-  other thread (a user's, a server's) wait its turn, so two launches never share the
-  cores (the workqueue layer would abort).
+  loader makes each batch (NumPy and one compiled kernel, the warp in warp.py, which is
+  single-threaded, releases the GIL and never enters the pool) in the training thread
+  itself when the pool has every core, and in a prefetch thread only when a core is left
+  for it (`spare_core`): a prefetch thread working beside two compute threads on two cores
+  stalls each parallel kernel at its barrier, and the steps come out slower than with the
+  batches made in line (BENCHMARKS.md, the speed analysis). Every parallel kernel is
+  `serialised`: a lock makes a launch from any other thread (a user's, a server's) wait its
+  turn, so two launches never share the cores (the workqueue layer would abort).
 
 Compiled code is cached on disk (`cache=True`, in __pycache__ beside this package, or
 NUMBA_CACHE_DIR): the first run compiles each kernel once per argument type, later runs
@@ -60,6 +63,12 @@ def start_threads() -> int:
     finally:
         if short_spin:
             del os.environ["GOMP_SPINCOUNT"]
+
+
+def spare_core() -> bool:
+    """Whether Numba's pool leaves a core of this process's CPUs free for other work."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return start_threads() < (usable or 1)
 
 
 def serialised(kernel):

@@ -1,9 +1,9 @@
 """The augmentation warp: bilinear resampling of each image through its own affine map.
 
-It runs on the data loader's prefetch thread while the training thread runs the parallel
-kernels, so it is compiled single-threaded and without the GIL (`nogil`), and it is not
-`serialised`: it never takes a core from the training step's thread pool, only the one
-the prefetch thread already has. The arithmetic is data/warp.py's NumPy formulation
+It runs in the thread that makes a batch: the training thread between steps, or the data
+loader's prefetch thread while the training thread runs the parallel kernels (when a core
+is free for it: see kernels/__init__.py). So it is compiled single-threaded and without the
+GIL (`nogil`), and it is not `serialised`: it never enters the training step's thread pool. The arithmetic is data/warp.py's NumPy formulation
 operation for operation, in the images' dtype, so the two give the same bits.
 """
 from __future__ import annotations
