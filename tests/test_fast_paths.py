@@ -1,11 +1,9 @@
 """The paths conv2d, pooling and batch_norm take only for larger arrays, on small ones.
 
 im2col, col2im and batch_norm work through blocks of ~BLOCK_BYTES (one block for the
-small arrays of the other tests), and conv2d's weight gradient for few input rows is a
-batch of products over slices of the positions (only when their count divides evenly).
-Here the blocks are shrunk to one row or channel, and the shapes chosen to take the
-batched product, so every such path is checked against a gradient check and against the
-whole-array path. ELU and LeakyReLU select branch-free: exactly the two-branch values.
+small arrays of the other tests). Here the blocks are shrunk to one row or channel, so
+every such path is checked against a gradient check and against the whole-array path.
+ELU and LeakyReLU select branch-free: exactly the two-branch values.
 """
 import numpy as np
 import pytest
@@ -14,7 +12,6 @@ import minivgg
 import minivgg.functional as F
 from minivgg.functional import conv, norm, windows
 from conftest import gradcheck
-from parity import assert_op_matches_torch
 
 
 @pytest.fixture
@@ -67,26 +64,6 @@ def test_batch_norm_eval_in_blocks_equals_whole(monkeypatch):
     monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
     np.testing.assert_allclose(F.batch_norm(x, mean, var, training=False).data, whole,
                                rtol=1e-6, atol=1e-6)
-
-
-def test_batched_weight_gradient_of_a_first_layer(torch):
-    """1 input channel, 3x3: K = 9 rows, and 4 * 8 * 8 = 256 positions, a multiple of 64."""
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((4, 1, 10, 10)).astype(np.float32)
-    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    cols = rng.standard_normal((9, 256)).astype(np.float32)
-    g = rng.standard_normal((6, 256)).astype(np.float32)
-    np.testing.assert_allclose(conv._weight_grad(cols, g), g @ cols.T, rtol=1e-5, atol=1e-5)
-    assert_op_matches_torch(
-        torch, lambda x, w: F.conv2d(x, w), torch.nn.functional.conv2d, [x, w],
-        lambda shape: np.random.default_rng(9).standard_normal(shape).astype(np.float32),
-        rtol=1e-5, atol=1e-5, names=["dx", "dweight"])
-
-
-def test_batched_weight_gradient_gradcheck():
-    rng = np.random.default_rng(3)
-    x, w = rng.standard_normal((4, 1, 6, 6)), rng.standard_normal((2, 1, 3, 3))  # 64 positions
-    gradcheck(lambda x, w: F.conv2d(x, w), x, w)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.7, 2.5, -0.5])

@@ -303,21 +303,9 @@ def fold_rows(d_rows: np.ndarray, shape: tuple, padding: tuple) -> np.ndarray:
 
 
 def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """dW = g @ cols.T for cols (K, P) and g (O, P): (O, K), as a transposed view.
-
-    cols @ g.T is the faster operand order on every shape measured. With few rows (a first
-    layer's K = KH*KW*C of 9 or 25) OpenBLAS runs this long, thin product at a third of its
-    rate on wider ones; as a batch of 64 products over slices of P, summed, it does not
-    (several times faster on the MNIST nets' first layers and lenet5's 5x5 ones).
-    """
-    rows, positions = cols.shape
-    batches = 64
-    if rows > 32 or positions % batches:
-        return gemm(cols, g.T).T
-    span = positions // batches
-    cols_batches = cols.reshape(rows, batches, span).transpose(1, 0, 2)  # (B, K, P/B)
-    g_batches = g.reshape(g.shape[0], batches, span).transpose(1, 2, 0)  # (B, P/B, O)
-    return gemm(cols_batches, g_batches).sum(axis=0).T
+    """dW = g @ cols.T for cols (K, P) and g (O, P): (O, K), as a transposed view (cols @ g.T
+    is the faster operand order on every shape measured)."""
+    return gemm(cols, g.T).T
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
