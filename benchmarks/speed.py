@@ -253,6 +253,62 @@ def serve_worker(framework: str, threads: int) -> None:
         reply_to.flush()
 
 
+# ---- the machine's slow phases -----------------------------------------------------------
+# For seconds at a time the host can slow one of this machine's two virtual CPUs: no process
+# here shows it (other_cores stays near 0), one thread runs at full speed, and a two-thread
+# step barely beats one thread. Before each pair of blocks, a fixed two-thread probe checks
+# that both cores compute; if not, the pair waits (within --max-wait).
+TWO_CORE_SPEEDUP = 1.6  # two threads on the probe at least this much faster than one
+
+
+def two_thread_speedup(iterations: int = 1_500_000) -> float:
+    """How much faster the probe's two chains of dependent multiply-adds (no memory traffic)
+    run on two threads than on one: about 2 when both cores compute."""
+    import numba
+    kernel = _probe_kernel()
+    chains = np.zeros(2)
+    kernel(10, chains)  # compiled once
+    seconds = {}
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            start = time.perf_counter()
+            kernel(iterations, chains)
+            seconds[threads] = time.perf_counter() - start
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return seconds[1] / seconds[2]
+
+
+_PROBE = []
+
+
+def _probe_kernel():
+    if not _PROBE:
+        from numba import njit, prange
+
+        @njit(parallel=True)
+        def chains_of_multiply_adds(iterations, out):
+            for chain in prange(out.size):
+                acc = 0.0
+                for _ in range(iterations):
+                    acc = acc * 0.999999 + 1.0
+                out[chain] = acc
+        _PROBE.append(chains_of_multiply_adds)
+    return _PROBE[0]
+
+
+def wait_for_two_cores(max_wait: float) -> bool:
+    """Probe until both cores compute (True), for at most `max_wait` seconds (False)."""
+    deadline = time.perf_counter() + max_wait
+    while True:
+        if two_thread_speedup() >= TWO_CORE_SPEEDUP:
+            return True
+        if time.perf_counter() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
 def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: int) -> dict:
     """Time blocks of the workers' steps in turn; per framework, the images/s of each block.
     Method's second point: alternating pairs, a pause before each block, and a pair that other
@@ -273,9 +329,12 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
         return images * calls[name] / timed["seconds"], load.cores(timed["cpu_s"]) or 0.0
 
     samples = {name: [] for name in names}
-    others, retried, noisy = [], 0, 0
+    others, retried, noisy, slow_phase = [], 0, 0, 0
     deadline = time.perf_counter() + timing.max_wait
     while len(others) < reps:
+        if timing.max_wait > 0 and not wait_for_two_cores(0.0):
+            slow_phase += 1
+            wait_for_two_cores(max(0.0, deadline - time.perf_counter()))
         order = names if len(others) % 2 == 0 else names[::-1]
         pair = {name: block(name) for name in order}
         load = max(cores for _, cores in pair.values())
@@ -292,7 +351,8 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
     result = {name: {"median": statistics.median(s), "samples": s, "calls_per_block": calls[name]}
               for name, s in samples.items()}
     result["ratio"] = result["minivgg"]["median"] / result["torch"]["median"]
-    result.update(other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy)
+    result.update(other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy,
+                  slow_phase_waits=slow_phase)
     return result
 
 
@@ -408,7 +468,8 @@ def measure_row(workers: dict, model_name: str, batch: int, timing: Timing, memo
           + (f"  mem {m['minivgg']['delta_mib']:.0f}/{m['torch']['delta_mib']:.0f} MiB "
              f"({m['ratio']:.2f})" if m else "")
           + f"  other load {_load(train)} / {_load(infer)}, retried "
-            f"{train['retried_pairs'] + infer['retried_pairs']}", flush=True)
+            f"{train['retried_pairs'] + infer['retried_pairs']}, slow-phase waits "
+            f"{train['slow_phase_waits'] + infer['slow_phase_waits']}", flush=True)
     return row
 
 
@@ -580,6 +641,11 @@ def method(timing: dict) -> list:
             "pair saw. Each block starts after a short pause (`--pause`) so that one "
             "worker's idle BLAS or OpenMP threads, which spin for a while after their last "
             "call, do not run into the other worker's block.",
+            "- The host can also slow one of the two virtual CPUs for seconds at a time, "
+            "which no process here shows. Before each pair, a fixed two-thread probe (two "
+            "chains of dependent multiply-adds) must run at least "
+            f"{TWO_CORE_SPEEDUP:g}x faster than on one thread; until it does, the pair waits "
+            "(within `--max-wait`).",
             "- FLOPs count the multiply-adds of convolutions and linear layers (2 per "
             "multiply-add): forward, plus weight gradients and input gradients (none for the "
             "first layer, whose input is the image) for a training step. GFLOP/s = FLOPs per "

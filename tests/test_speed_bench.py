@@ -264,3 +264,14 @@ def test_ab_step_times_two_trees_and_names_a_bad_revision(tmp_path):
     bad = subprocess.run([sys.executable, script, "mnist_5k", "4", "--a", "no-such-revision"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "'no-such-revision' is not a revision" in bad.stderr
+
+
+def test_two_core_probe_and_the_wait_for_a_slow_phase_to_pass(monkeypatch):
+    speedup = speed.two_thread_speedup(iterations=200_000)
+    assert 0.5 < speedup < 2.5  # two chains: at most 2x faster on two threads
+    readings = iter([1.0, 1.1, 1.9])  # a slow phase, then both cores back
+    monkeypatch.setattr(speed, "two_thread_speedup", lambda: next(readings))
+    monkeypatch.setattr(speed.time, "sleep", lambda seconds: None)
+    assert speed.wait_for_two_cores(60.0) is True
+    monkeypatch.setattr(speed, "two_thread_speedup", lambda: 1.0)
+    assert speed.wait_for_two_cores(0.0) is False  # gives up at once without time to wait
