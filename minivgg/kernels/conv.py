@@ -1,4 +1,4 @@
-"""Direct 3x3 stride-1 convolution in the batch-innermost (C, H, W, N) layout.
+"""Direct 3x3 and 5x5 stride-1 convolution in the batch-innermost (C, H, W, N) layout.
 
 At stride 1, output row y of channel o is one contiguous run of OW*N values, and the
 values kernel tap (i, j) multiplies into it are the contiguous run of input row y + i that
@@ -11,9 +11,10 @@ an output feeds nine multiply-adds), the weights are local values (registers), a
 input value loaded serves several output channels at once: four in the forward kernel,
 two in the weight gradient, as many as the 32 vector registers hold.
 
-The input gradient of a stride-1 convolution is itself a 3x3 convolution (of the gradient,
-padded, with the kernel flipped and its channel axes swapped: see functional/conv.py), so
-conv3x3 serves forward and input gradient alike.
+The input gradient of a stride-1 convolution is itself a convolution of the same size (of
+the gradient, padded, with the kernel flipped and its channel axes swapped: see
+functional/conv.py), so conv3x3 and conv5x5 serve forward and input gradient alike. The
+5x5 kernels are the 3x3 ones taking one kernel row per pass (below).
 
 Each parallel iteration owns its outputs (output rows, or a pair of (o, c) kernels) and adds
 into them in one fixed order: the same bits for any number of threads. 'contract' lets
