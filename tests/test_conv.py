@@ -151,6 +151,7 @@ def test_conv2d_takes_row_gemms_for_wide_stride_one_layers(monkeypatch, channels
     (1, 6, 3, 1, 0, 2, False)])  # an output row of 6 * 2 values: below DIRECT_MIN_SPAN
 def test_conv2d_takes_direct_kernels_for_thin_3x3_and_5x5_layers(
         monkeypatch, channels, out_channels, kernel, stride, padding, batch, expected):
+    monkeypatch.setattr(conv_module, "WINOGRAD_MIN_C", 10 ** 9)  # (no gradient is needed)
     calls = []
     for size, (convolve, weight_grad) in list(conv_module.DIRECT_KERNELS.items()):
         monkeypatch.setitem(conv_module.DIRECT_KERNELS, size, (
@@ -158,6 +159,74 @@ def test_conv2d_takes_direct_kernels_for_thin_3x3_and_5x5_layers(
     x = np.ones((batch, channels, 8, 8), np.float32)
     F.conv2d(x, np.ones((out_channels, channels, kernel, kernel), np.float32), stride=stride,
              padding=padding)
+    assert bool(calls) == expected
+
+
+# ---- Winograd F(2x2, 3x3): the forward pass when no gradient is needed ------------------
+
+WINOGRAD_CASES = [
+    # x shape, weight shape, padding: C >= WINOGRAD_MIN_C, even output sizes
+    ((4, 16, 12, 10), (6, 16, 3, 3), 1),  # O = 6: a group of four and one of two
+    ((3, 19, 8, 8), (4, 19, 3, 3), "same"),  # C = 19: two passes of eight, three single
+    ((2, 32, 10, 6), (32, 32, 3, 3), 0),  # 'valid': 8x4 output
+    ((5, 16, 6, 6), (8, 16, 3, 3), 2),  # 8x8 output from a wider border
+    ((1, 24, 14, 14), (5, 24, 3, 3), 1),  # a single sample
+    ((37, 16, 4, 4), (16, 16, 3, 3), 1),  # a batch that is no multiple of a SIMD width
+]
+
+
+def _winograd_calls(monkeypatch):
+    calls = []
+    kernel = conv_module.winograd3x3
+    monkeypatch.setattr(conv_module, "winograd3x3", lambda *a: calls.append(1) or kernel(*a))
+    return calls
+
+
+@pytest.mark.parametrize("x_shape, w_shape, padding", WINOGRAD_CASES)
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_winograd_matches_torch_float32(torch, monkeypatch, x_shape, w_shape, padding,
+                                               bias):
+    calls = _winograd_calls(monkeypatch)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(x_shape, dtype=np.float32)
+    w = rng.standard_normal(w_shape, dtype=np.float32)
+    b = rng.standard_normal(w_shape[0], dtype=np.float32) if bias else None
+    with minivgg.no_grad():
+        ours = F.conv2d(minivgg.Tensor(x), minivgg.Tensor(w, requires_grad=True),
+                        None if b is None else minivgg.Tensor(b), padding=padding)
+    theirs = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w),
+                                        None if b is None else torch.tensor(b), padding=padding)
+    assert calls, "the Winograd kernel did not run"
+    assert ours.dtype == np.float32
+    # today's conv2d tolerance: 1e-5, absolute relative to the largest value (at least 1)
+    atol = 1e-5 * max(float(theirs.abs().max()), 1.0)
+    np.testing.assert_allclose(ours.data, theirs.numpy(), rtol=1e-5, atol=atol)
+
+
+def test_conv2d_winograd_float64_matches_the_direct_sum(monkeypatch):
+    calls = _winograd_calls(monkeypatch)
+    rng = np.random.default_rng(9)
+    x, w, b = (rng.standard_normal((3, 17, 8, 6)), rng.standard_normal((5, 17, 3, 3)),
+               rng.standard_normal(5))
+    out = F.conv2d(x, w, b, padding=1)
+    assert calls and out.dtype == np.float64
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = b[None, :, None, None] + sum(
+        np.einsum("nchw,oc->nohw", xp[:, :, i:i + 8, j:j + 6], w[:, :, i, j])
+        for i in range(3) for j in range(3))
+    np.testing.assert_allclose(out.data, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels, size, padding, grad, expected", [
+    (16, 8, 1, False, True), (64, 4, 1, False, True), (32, 7, 0, False, False),  # 5x5 output
+    (32, 7, 1, False, False),  # odd output: no 2x2 tiling
+    (15, 8, 1, False, False),  # below WINOGRAD_MIN_C
+    (32, 8, 1, True, False)])  # training: the direct kernels, which keep what backward needs
+def test_conv2d_takes_winograd_for_inference_of_wide_3x3_layers(monkeypatch, channels, size,
+                                                                padding, grad, expected):
+    calls = _winograd_calls(monkeypatch)
+    x = minivgg.Tensor(np.ones((4, channels, size, size), np.float32), requires_grad=grad)
+    F.conv2d(x, np.ones((8, channels, 3, 3), np.float32), padding=padding)
     assert bool(calls) == expected
 
 

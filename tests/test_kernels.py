@@ -5,7 +5,7 @@ import numba
 import numpy as np
 import pytest
 
-from minivgg.kernels import conv, norm, pool
+from minivgg.kernels import conv, norm, pool, winograd
 
 pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
                                 reason="needs Numba's pool to have 2 threads (2 cores)")
@@ -68,6 +68,19 @@ def test_conv5x5_weight_grad_same_bits_for_any_thread_count():
     xp, g = _data(2, 8, 64 * BATCH), _data(3, 4, 60 * BATCH)
     _assert_all_equal(_runs(conv.conv5x5_weight_grad,
                             lambda: (xp, g, BATCH, np.empty((3, 2, 5, 5), np.float32)), [3]))
+
+
+def test_winograd3x3_same_bits_for_any_thread_count():
+    # 6 output channels: a group of four and a group of two; 19 input channels: two passes
+    # of eight and three single channels; 9 tile columns in blocks of 4: a short last block
+    x, w = _data(19, 10, 18, BATCH), _data(6, 19, 3, 3)
+    xq = np.empty((19, 12, 2, 10, BATCH), np.float32)
+    winograd.pad_parity(x, 1, 1, xq)
+    u, bias = winograd.winograd_weights(w), _data(6)
+    _assert_all_equal(_runs(
+        winograd.winograd3x3,
+        lambda: (xq, u, bias, BATCH, 4, np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
+        [5]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after, dropout",

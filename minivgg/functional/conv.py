@@ -19,7 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor, as_tensor
+from ..kernels import start_threads
 from ..kernels.conv import conv3x3, conv3x3_weight_grad, conv5x5, conv5x5_weight_grad
+from ..kernels.winograd import pad_parity, winograd3x3, winograd_weights
 from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import empty, keep_freed_memory
@@ -70,6 +72,8 @@ class Conv2dOp(Function):
 
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
+        if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
+            return self._forward_winograd(x, weight, bias)
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
@@ -162,6 +166,19 @@ class Conv2dOp(Function):
             gx = from_chwn(dx)
         return gx, gw, gb
 
+    # ---- Winograd F(2x2, 3x3), forward only: inference --------------------------------
+
+    def _forward_winograd(self, x, weight, bias):
+        (batch, channels, _, _), (out_channels, *_), (oh, ow) = self.shapes
+        top, _, left, _ = self.padding
+        xq = empty((channels, oh + 2, 2, ow // 2 + 1, batch), x.dtype)
+        pad_parity(as_chwn(x), top, left, xq)
+        bias = np.zeros(out_channels, x.dtype) if bias is None else bias
+        out = empty((out_channels, oh, ow * batch), x.dtype)
+        winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)), bias, batch,
+                    winograd_block(channels, batch, oh // 2, ow // 2), out)
+        return from_chwn(out.reshape(out_channels, oh, ow, batch))
+
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
 
     def _forward_rows(self, x, weight, bias):
@@ -241,6 +258,31 @@ def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
     return (size in DIRECT_KERNELS and tuple(kernel) == (size, size) and tuple(stride) == (1, 1)
             and max(padding) <= size - 1  # the input gradient's padding, size - 1 - p, >= 0
             and channels * out_channels <= DIRECT_MAX_CO and span >= DIRECT_MIN_SPAN)
+
+
+# Winograd F(2x2, 3x3) (kernels/winograd.py) for 3x3 stride-1 layers when no gradient is
+# needed, from WINOGRAD_MIN_C input channels: below that the products are too short to
+# pay for the transforms (BENCHMARKS.md, "Convolution paths"). The output must split
+# into 2x2 tiles (even OH and OW); other layers keep their training-time path.
+WINOGRAD_MIN_C = 16
+# Positions (tiles x samples) per parallel task: its transformed inputs, 64 bytes per
+# position and input channel, then take about WINOGRAD_BLOCK_BYTES of the core's L2 cache.
+WINOGRAD_BLOCK_BYTES = 1 << 20
+
+
+def use_winograd(channels: int, kernel: tuple, stride: tuple, out_size: tuple) -> bool:
+    return (tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and channels >= WINOGRAD_MIN_C
+            and out_size[0] % 2 == 0 and out_size[1] % 2 == 0)
+
+
+def winograd_block(channels: int, batch: int, tile_rows: int, tile_cols: int) -> int:
+    """Tiles per parallel task of winograd3x3: as many as fit WINOGRAD_BLOCK_BYTES, but
+    never fewer tasks than two per thread when the layer has that many tile columns."""
+    tiles = max(1, min(tile_cols, WINOGRAD_BLOCK_BYTES // (64 * channels * batch)))
+    wanted = 2 * start_threads()
+    while tiles > 1 and tile_rows * -(-tile_cols // tiles) < wanted:
+        tiles -= 1
+    return tiles
 
 
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
