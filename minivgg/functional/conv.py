@@ -139,8 +139,9 @@ class Conv2dOp(Function):
         xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
         out = empty((out_channels, oh * ow * batch), x.dtype)
         DIRECT_KERNELS[k][0](xp.reshape(channels, oh + k - 1, -1), np.ascontiguousarray(weight),
-                             batch, out.reshape(out_channels, oh, -1))
-        return self._output(out, bias, xp, weight)
+                             _bias_or_zeros(bias, out_channels, x.dtype), batch,
+                             out.reshape(out_channels, oh, -1))
+        return self._output(out, None, xp, weight)  # the kernel added the bias
 
     def _backward_direct(self, g):
         (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
@@ -161,8 +162,8 @@ class Conv2dOp(Function):
             pad = tuple(k - 1 - p for p in self.padding)  # (top, bottom, left, right)
             gp = padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
             dx = empty((channels, height, width, batch), g.dtype)
-            convolve(gp.reshape(out_channels, height + k - 1, -1), flipped, batch,
-                     dx.reshape(channels, height, -1))
+            convolve(gp.reshape(out_channels, height + k - 1, -1), flipped,
+                     np.zeros(channels, g.dtype), batch, dx.reshape(channels, height, -1))
             gx = from_chwn(dx)
         return gx, gw, gb
 
@@ -173,9 +174,9 @@ class Conv2dOp(Function):
         top, _, left, _ = self.padding
         xq = empty((channels, oh + 2, 2, ow // 2 + 1, batch), x.dtype)
         pad_parity(as_chwn(x), top, left, xq)
-        bias = np.zeros(out_channels, x.dtype) if bias is None else bias
         out = empty((out_channels, oh, ow * batch), x.dtype)
-        winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)), bias, batch,
+        winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)),
+                    _bias_or_zeros(bias, out_channels, x.dtype), batch,
                     winograd_block(channels, batch, oh // 2, ow // 2), out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
@@ -268,6 +269,11 @@ WINOGRAD_MIN_C = 16
 # Positions (tiles x samples) per parallel task: its transformed inputs, 64 bytes per
 # position and input channel, then take about WINOGRAD_BLOCK_BYTES of the core's L2 cache.
 WINOGRAD_BLOCK_BYTES = 1 << 20
+
+
+def _bias_or_zeros(bias, out_channels: int, dtype) -> np.ndarray:
+    """The bias the compiled kernels add (they always add one)."""
+    return np.zeros(out_channels, dtype) if bias is None else bias
 
 
 def use_winograd(channels: int, kernel: tuple, stride: tuple, out_size: tuple) -> bool:

@@ -39,11 +39,11 @@ GROUP = 4
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv3x3(xp, weight, batch, out):
-    """out[o, y, x, n] = sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+def conv3x3(xp, weight, bias, batch, out):
+    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
 
-    xp: (C, OH + 2, (OW + 2) * N), padded; weight: (O, C, 3, 3); out: (O, OH, OW * N),
-    overwritten. One parallel iteration per output row of a group of GROUP channels: the
+    xp: (C, OH + 2, (OW + 2) * N), padded; weight: (O, C, 3, 3); bias: (O,); out:
+    (O, OH, OW * N), overwritten. One parallel iteration per output row of a group of GROUP channels: the
     three input rows of each c are read from L2 once and serve the whole group from L1.
     A whole group is one pass: each input value loaded feeds the multiply-adds of all four
     channels (load-bound otherwise, one load per multiply-add); the channels left over
@@ -58,7 +58,7 @@ def conv3x3(xp, weight, batch, out):
         for start in range(0, span, BLOCK):
             stop = min(start + BLOCK, span)
             for o in range(first, last):
-                out[o, y, start:stop] = 0.0
+                out[o, y, start:stop] = bias[o]
             for c in range(channels):
                 # x_ij: the run of input row y + i that tap (i, j) multiplies into out
                 x00, x01, x02 = _runs(xp[c, y], start, stop, batch)
@@ -143,11 +143,11 @@ def conv3x3_weight_grad(xp, grad, batch, grad_weight):
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv5x5(xp, weight, batch, out):
-    """out[o, y, x, n] = sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+def conv5x5(xp, weight, bias, batch, out):
+    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
 
-    xp: (C, OH + 4, (OW + 4) * N), padded; weight: (O, C, 5, 5); out: (O, OH, OW * N),
-    overwritten. Parallel iterations as conv3x3's; the channels of a group of four share
+    xp: (C, OH + 4, (OW + 4) * N), padded; weight: (O, C, 5, 5); bias: (O,); out:
+    (O, OH, OW * N), overwritten. Parallel iterations as conv3x3's; the channels of a group of four share
     each input value loaded, the channels left over take one pass each.
     """
     channels = xp.shape[0]
@@ -159,7 +159,7 @@ def conv5x5(xp, weight, batch, out):
         for start in range(0, span, BLOCK):
             stop = min(start + BLOCK, span)
             for o in range(first, last):
-                out[o, y, start:stop] = 0.0
+                out[o, y, start:stop] = bias[o]
             for c in range(channels):
                 for i in range(5):
                     # x_j: the run of input row y + i that tap (i, j) multiplies into out
