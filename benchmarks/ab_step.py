@@ -37,6 +37,7 @@ import minivgg  # this version's package; speed.py below then reuses it
 sys.path.insert(0, sys.argv[6])
 from speed import Case
 case = Case(model, batch)
+case.set_training(sys.argv[8] != "infer")  # inference in eval mode, as speed.py times it
 step = case.minivgg_infer if sys.argv[8] == "infer" else case.minivgg_train
 for _ in range(warmup):
     step()

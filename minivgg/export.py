@@ -80,11 +80,8 @@ class _Graph:
 
 def _folded(layer, bn) -> tuple[np.ndarray, np.ndarray]:
     """(weight, bias) of a Conv2d or Linear followed by an eval-mode BatchNorm, as one layer."""
-    scale, shift = bn.eval_scale_shift()
-    weight = layer.weight.data.astype(np.float64)
-    bias = np.zeros(weight.shape[0]) if layer.bias is None else layer.bias.data.astype(np.float64)
-    weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
-    return weight.astype(np.float32), (bias * scale + shift).astype(np.float32)
+    weight, bias = bn.fold_into(layer)
+    return weight.astype(np.float32), bias.astype(np.float32)
 
 
 def _foldable(layer, following, shape: tuple) -> bool:

@@ -72,7 +72,8 @@ def test_conv5x5_weight_grad_same_bits_for_any_thread_count():
                             lambda: (xp, g, BATCH, np.empty((3, 2, 5, 5), np.float32)), [3]))
 
 
-def test_winograd3x3_same_bits_for_any_thread_count():
+@pytest.mark.parametrize("relu", [False, True])
+def test_winograd3x3_same_bits_for_any_thread_count(relu):
     # 6 output channels: a group of four and a group of two; 19 input channels: two passes
     # of eight and three single channels; 9 tile columns in blocks of 4: a short last block
     x, w = _data(19, 10, 18, BATCH), _data(6, 19, 3, 3)
@@ -81,8 +82,8 @@ def test_winograd3x3_same_bits_for_any_thread_count():
     u, bias = winograd.winograd_weights(w), _data(6)
     _assert_all_equal(_runs(
         winograd.winograd3x3,
-        lambda: (xq, u, bias, BATCH, 4, np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
-        [5]))
+        lambda: (xq, u, bias, relu, BATCH, 4, np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
+        [6]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after, dropout",

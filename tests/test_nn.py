@@ -760,6 +760,88 @@ def test_batchnorm_dropout_is_not_fused_in_eval_mode_or_with_hooks():
     assert len(seen) == 1  # the Dropout layer ran on its own
 
 
+def _eval_model_with_statistics(build, seed):
+    """build() in eval mode with running statistics that are not the initial ones."""
+    model = build()
+    rng = np.random.default_rng(seed)
+    for layer in model:
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.running_mean[...] = rng.standard_normal(layer.num_features)
+            layer.running_var[...] = rng.uniform(0.5, 2.0, layer.num_features)
+            layer.weight.data[...] = rng.uniform(0.5, 1.5, layer.num_features)
+            layer.bias.data[...] = rng.standard_normal(layer.num_features)
+    return model.eval()
+
+
+@pytest.mark.parametrize("channels", [3, 16])  # the direct kernel, then Winograd
+def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, channels):
+    """Under no_grad, eval-mode Conv2d -> BatchNorm2d (-> ReLU) runs as one convolution with
+    the batch norm folded into its weight and bias: the same values as the layers apart
+    (and as PyTorch's) within conv2d's float32 tolerance."""
+    def build():
+        return nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1, rng=0), nn.BatchNorm2d(16),
+                             nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1, rng=1),
+                             nn.BatchNorm2d(8), nn.MaxPool2d(2))
+    model = _eval_model_with_statistics(build, 4)
+    folds = []
+    original = nn.BatchNorm2d.fold_into
+    monkeypatch.setattr(nn.BatchNorm2d, "fold_into",
+                        lambda bn, layer: folds.append(1) or original(bn, layer))
+    x = _randn(np.random.default_rng(5), 4, channels, 8, 8)
+    with no_grad():
+        folded = model(Tensor(x)).data
+    assert len(folds) == 2
+    apart = model(Tensor(x)).data  # a graph is recorded: each layer on its own
+    assert len(folds) == 2
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        theirs = twin(torch.tensor(x)).numpy()
+    for ours in (folded, apart):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5,
+                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+
+
+def test_batchnorm_is_not_folded_when_training_hooked_or_recording():
+    def build():
+        return nn.Sequential(nn.Conv2d(16, 8, 3, padding=1, rng=0), nn.BatchNorm2d(8), nn.ReLU())
+    x = Tensor(_randn(np.random.default_rng(6), 2, 16, 6, 6))
+    model = _eval_model_with_statistics(build, 7)
+    y = model(x)  # eval mode with a graph: the batch norm's parameters get gradients
+    y.backward(np.ones(y.shape, np.float32))
+    assert model[1].weight.grad is not None and model[1].bias.grad is not None
+    seen = []
+    model[1].register_forward_hook(lambda m, args, out: seen.append(out))
+    with no_grad():
+        model(x)
+    assert len(seen) == 1  # hooked: the BatchNorm2d ran on its own
+    model = build()  # training mode: batch statistics, nothing to fold
+    with no_grad():
+        trained = model(x).data
+        apart = F.relu(model[1](model[0](x))).data
+    np.testing.assert_array_equal(trained, apart)
+
+
+def test_conv2d_relu_option_matches_relu_of_conv2d_with_and_without_gradients():
+    rng = np.random.default_rng(8)
+    x = Tensor(_randn(rng, 3, 16, 6, 6), requires_grad=True)
+    w = Tensor(_randn(rng, 5, 16, 3, 3), requires_grad=True)
+    b = Tensor(_randn(rng, 5))
+    expected = F.relu(F.conv2d(x, w, b, padding=1))
+    fused = F.conv2d(x, w, b, padding=1, relu=True)
+    np.testing.assert_array_equal(fused.data, expected.data)
+    fused.sum().backward()
+    dx, dw = x.grad.copy(), w.grad.copy()
+    x.grad = w.grad = None
+    expected.sum().backward()
+    np.testing.assert_array_equal(dx, x.grad)
+    np.testing.assert_array_equal(dw, w.grad)
+    with no_grad():
+        for padding, size in ((1, 6), (0, 6), (1, 5)):  # Winograd, Winograd, direct (odd)
+            ours = F.conv2d(x.data[..., :size, :size], w, b, padding=padding, relu=True).data
+            plain = F.conv2d(x.data[..., :size, :size], w, b, padding=padding).data
+            np.testing.assert_array_equal(ours, np.maximum(plain, 0))
+
+
 def test_fused_batchnorm_error_names_the_batchnorm_layer():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match=r"layer 1 \(BatchNorm2d\)"):

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function, Tensor, as_tensor
+from ..autograd import Function, Tensor, as_tensor, is_grad_enabled
+from ..kernels import elementwise as elementwise_kernels
 from ..kernels import start_threads
 from ..kernels.conv import conv3x3, conv3x3_weight_grad, conv5x5, conv5x5_weight_grad
 from ..kernels.winograd import pad_parity, winograd3x3, winograd_weights
+from . import activation
 from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import empty, keep_freed_memory
@@ -63,7 +65,16 @@ class Conv2dOp(Function):
     `_forward_rows` / `_backward_rows` instead, the same steps with KH GEMMs on row bands.
     """
 
-    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0)):
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False):
+        """relu: rectify the output (only where nothing needs a gradient: see conv2d)."""
+        out = self._forward(x, weight, bias, stride, padding, relu)
+        if relu and not self.relu_done:
+            flat = as_chwn(out).reshape(-1)
+            elementwise_kernels.relu(flat, flat)
+        return out
+
+    def _forward(self, x, weight, bias, stride, padding, relu):
+        self.relu_done = False
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         top, bottom, left, right = padding
@@ -73,7 +84,8 @@ class Conv2dOp(Function):
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
         if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
-            return self._forward_winograd(x, weight, bias)
+            self.relu_done = relu
+            return self._forward_winograd(x, weight, bias, relu)
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
@@ -169,14 +181,14 @@ class Conv2dOp(Function):
 
     # ---- Winograd F(2x2, 3x3), forward only: inference --------------------------------
 
-    def _forward_winograd(self, x, weight, bias):
+    def _forward_winograd(self, x, weight, bias, relu):
         (batch, channels, _, _), (out_channels, *_), (oh, ow) = self.shapes
         top, _, left, _ = self.padding
         xq = empty((channels, oh + 2, 2, ow // 2 + 1, batch), x.dtype)
         pad_parity(as_chwn(x), top, left, xq)
         out = empty((out_channels, oh, ow * batch), x.dtype)
         winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)),
-                    _bias_or_zeros(bias, out_channels, x.dtype), batch,
+                    _bias_or_zeros(bias, out_channels, x.dtype), relu, batch,
                     winograd_block(channels, batch, oh // 2, ow // 2), out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
@@ -356,11 +368,12 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     return gemm(cols, g.T).T
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
+def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False) -> Tensor:
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d without groups.
 
     x: (N, C, H, W); weight: (O, C, KH, KW); bias: (O,) or None; stride: int or pair;
-    padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size).
+    padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size);
+    relu: relu(conv2d(...)), in the same pass where nothing needs a gradient.
     Returns (N, O, OH, OW), laid out as (O, OH, OW, N) in memory (see the module docstring;
     np.ascontiguousarray gives C order).
     """
@@ -400,4 +413,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0) -> Tensor:
     # im2col buffers and activations are megabytes, allocated and freed every step: from
     # the first convolution on, keep freed memory for the next step (see malloc.py).
     keep_freed_memory()
-    return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads)
+    if relu and is_grad_enabled() and any(
+            isinstance(t, Tensor) and t.requires_grad for t in (x, weight, bias)):
+        return activation.relu(Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads))
+    return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads, relu=bool(relu))

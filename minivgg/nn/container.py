@@ -5,10 +5,12 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..autograd import is_grad_enabled
 from .activation import ReLU
+from .conv import Conv2d
 from .dropout import Dropout
 from .module import Module
-from .norm import _BatchNorm
+from .norm import BatchNorm2d, _BatchNorm
 from .pool import MaxPool2d
 
 
@@ -107,6 +109,19 @@ class Sequential(Module):
                                                 f"MaxPool2d)") from None
                 i += 2
                 continue
+            if (type(module) is Conv2d and _folds(module, following) and not is_grad_enabled()
+                    and _fusable(module, following)):
+                # inference: Conv2d -> BatchNorm2d (-> ReLU) as one convolution, the batch
+                # norm's scale and shift folded into its weight and bias
+                after = layers[i + 2][1] if i + 2 < len(layers) else None
+                relu = type(after) is ReLU and _fusable(after)
+                try:
+                    x = module(x, batch_norm=following, relu=relu)
+                except Exception as error:
+                    raise _with_location(error, f"layers {name}-{layers[i + 1][0]} (Conv2d, "
+                                                f"BatchNorm2d)") from None
+                i += 3 if relu else 2
+                continue
             fused = {}
             if (type(module) is ReLU and isinstance(following, _BatchNorm)
                     and _fusable(module, following)):
@@ -128,6 +143,14 @@ class Sequential(Module):
                 raise _with_location(error, f"layer {name} ({type(module).__name__})") from None
             i += 1
         return x
+
+
+def _folds(conv: Conv2d, following) -> bool:
+    """Whether `following` is a BatchNorm2d over conv's output that normalises with its
+    running statistics (eval mode), which then fold into conv's weight and bias."""
+    return (type(following) is BatchNorm2d and not following.training
+            and following.running_mean is not None
+            and following.num_features == conv.out_channels)
 
 
 def _fusable(*modules: Module) -> bool:

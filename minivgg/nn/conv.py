@@ -37,12 +37,22 @@ class Conv2d(Module):
     def reset_parameters(self, rng):
         _default_reset_(self.weight, self.bias, _as_generator(rng))
 
-    def forward(self, x):
+    def forward(self, x, batch_norm=None, relu: bool = False):
+        """batch_norm (an eval-mode BatchNorm2d with running statistics; only where no
+        gradient is recorded): that layer applied to this one's output, as one convolution
+        with its scale and shift folded into the weight and bias; relu=True: the ReLU of
+        the result, in the same pass where the kernels can (Sequential fuses
+        Conv2d -> BatchNorm2d -> ReLU so for inference)."""
         shape = _shape(x)
         if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {shape}")
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding)
+        weight, bias = self.weight, self.bias
+        if batch_norm is not None:
+            folded_weight, folded_bias = batch_norm.fold_into(self)
+            dtype = self.weight.data.dtype
+            weight, bias = folded_weight.astype(dtype), folded_bias.astype(dtype)
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding, relu=relu)
 
     def multiply_adds(self, input_shape, output_shape):
         kh, kw = self.kernel_size

@@ -87,6 +87,17 @@ class _BatchNorm(Module):
             shift = shift + self.bias.data.astype(np.float64)
         return scale, shift
 
+    def fold_into(self, layer) -> tuple[np.ndarray, np.ndarray]:
+        """(weight, bias) of `layer` (a Conv2d, or a Linear) followed by this layer in eval
+        mode, as one layer of that kind, in float64: weight * scale, bias * scale + shift
+        per output channel."""
+        scale, shift = self.eval_scale_shift()
+        weight = layer.weight.data.astype(np.float64)
+        bias = (np.zeros(weight.shape[0]) if layer.bias is None
+                else layer.bias.data.astype(np.float64))
+        weight = weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+        return weight, bias * scale + shift
+
     def to_onnx(self, graph, x, shape):
         g = graph
         per_channel = (self.num_features,) + (1,) * (len(shape) - 2)  # broadcasts over (N, C, ...)
