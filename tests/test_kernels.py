@@ -82,8 +82,9 @@ def test_winograd3x3_same_bits_for_any_thread_count(relu):
     u, bias = winograd.winograd_weights(w), _data(6)
     _assert_all_equal(_runs(
         winograd.winograd3x3,
-        lambda: (xq, u, bias, relu, BATCH, 4, np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
-        [6]))
+        lambda: (xq, u, bias, relu, _data(6), _data(6) + 1, BATCH, 4,
+                 np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
+        [8]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after, dropout",

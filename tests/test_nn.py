@@ -781,16 +781,24 @@ def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, 
     def build():
         return nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1, rng=0), nn.BatchNorm2d(16),
                              nn.ReLU(), nn.Conv2d(16, 8, 3, padding=1, rng=1),
-                             nn.BatchNorm2d(8), nn.MaxPool2d(2))
+                             nn.BatchNorm2d(8), nn.Conv2d(8, 16, 3, padding=1, rng=2),
+                             nn.ReLU(), nn.BatchNorm2d(16), nn.MaxPool2d(2),
+                             nn.Conv2d(16, 4, 3, padding=1, rng=3), nn.ReLU(),
+                             nn.BatchNorm2d(4))
     model = _eval_model_with_statistics(build, 4)
-    folds = []
+    folds, afters = [], []
     original = nn.BatchNorm2d.fold_into
     monkeypatch.setattr(nn.BatchNorm2d, "fold_into",
                         lambda bn, layer: folds.append(1) or original(bn, layer))
+    scale_shift = nn.BatchNorm2d.eval_scale_shift
+    monkeypatch.setattr(nn.BatchNorm2d, "eval_scale_shift",
+                        lambda bn: afters.append(1) or scale_shift(bn))
     x = _randn(np.random.default_rng(5), 4, channels, 8, 8)
     with no_grad():
         folded = model(Tensor(x)).data
-    assert len(folds) == 2
+    # two batch norms folded into the conv before them, two as a scale and shift after a
+    # ReLU (the last conv, on a 4x4 map with 16 channels, through Winograd)
+    assert len(folds) == 2 and len(afters) == 4
     apart = model(Tensor(x)).data  # a graph is recorded: each layer on its own
     assert len(folds) == 2
     twin = to_torch(model).eval()
@@ -799,6 +807,27 @@ def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, 
     for ours in (folded, apart):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5,
                                    atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+
+
+def test_conv2d_affine_is_for_inference_and_checks_its_shapes():
+    rng = np.random.default_rng(9)
+    x, w = _randn(rng, 2, 16, 6, 6), _randn(rng, 4, 16, 3, 3)
+    scale, shift = _randn(rng, 4), _randn(rng, 4)
+    for padding in (1, 0):  # Winograd, on 6x6 and 4x4 outputs
+        with no_grad():
+            ours = F.conv2d(x, w, padding=padding, relu=True, affine=(scale, shift)).data
+            plain = F.conv2d(x, w, padding=padding).data
+        expected = np.maximum(plain, 0) * scale[:, None, None] + shift[:, None, None]
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
+    with no_grad():  # 3 input channels: the direct kernel, then a pass of scale and shift
+        ours = F.conv2d(x[:, :3], w[:, :3], padding=1, affine=(scale, shift)).data
+        plain = F.conv2d(x[:, :3], w[:, :3], padding=1).data
+    np.testing.assert_allclose(ours, plain * scale[:, None, None] + shift[:, None, None],
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="affine= is for inference"):
+        F.conv2d(Tensor(x, requires_grad=True), w, affine=(scale, shift))
+    with no_grad(), pytest.raises(ValueError, match=r"each of shape \(4,\)"):
+        F.conv2d(x, w, affine=(scale[:3], shift))
 
 
 def test_batchnorm_is_not_folded_when_training_hooked_or_recording():

@@ -21,6 +21,7 @@ import numpy as np
 from ..autograd import Function, Tensor, as_tensor, is_grad_enabled
 from ..kernels import elementwise as elementwise_kernels
 from ..kernels import start_threads
+from ..kernels.norm import batch_norm_affine
 from ..kernels.conv import conv3x3, conv3x3_weight_grad, conv5x5, conv5x5_weight_grad
 from ..kernels.winograd import pad_parity, winograd3x3, winograd_weights
 from . import activation
@@ -65,16 +66,23 @@ class Conv2dOp(Function):
     `_forward_rows` / `_backward_rows` instead, the same steps with KH GEMMs on row bands.
     """
 
-    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False):
-        """relu: rectify the output (only where nothing needs a gradient: see conv2d)."""
-        out = self._forward(x, weight, bias, stride, padding, relu)
-        if relu and not self.relu_done:
-            flat = as_chwn(out).reshape(-1)
-            elementwise_kernels.relu(flat, flat)
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False,
+                affine=None):
+        """relu: rectify the output; affine: (scale, shift) per output channel, applied after
+        that (both only where nothing needs a gradient: see conv2d)."""
+        self.epilogue_done = False
+        out = self._forward(x, weight, bias, stride, padding, relu, affine)
+        if self.epilogue_done or not (relu or affine):
+            return out
+        chwn = as_chwn(out)
+        if affine is None:
+            elementwise_kernels.relu(chwn.reshape(-1), chwn.reshape(-1))
+        else:
+            rows = chwn.reshape(chwn.shape[0], 1, -1)
+            batch_norm_affine(rows, affine[0], affine[1], relu, False, rows)
         return out
 
-    def _forward(self, x, weight, bias, stride, padding, relu):
-        self.relu_done = False
+    def _forward(self, x, weight, bias, stride, padding, relu, affine):
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         top, bottom, left, right = padding
@@ -84,8 +92,8 @@ class Conv2dOp(Function):
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
         if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
-            self.relu_done = relu
-            return self._forward_winograd(x, weight, bias, relu)
+            self.epilogue_done = True
+            return self._forward_winograd(x, weight, bias, relu, affine)
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
@@ -181,14 +189,16 @@ class Conv2dOp(Function):
 
     # ---- Winograd F(2x2, 3x3), forward only: inference --------------------------------
 
-    def _forward_winograd(self, x, weight, bias, relu):
+    def _forward_winograd(self, x, weight, bias, relu, affine):
         (batch, channels, _, _), (out_channels, *_), (oh, ow) = self.shapes
         top, _, left, _ = self.padding
         xq = empty((channels, oh + 2, 2, ow // 2 + 1, batch), x.dtype)
         pad_parity(as_chwn(x), top, left, xq)
         out = empty((out_channels, oh, ow * batch), x.dtype)
         winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)),
-                    _bias_or_zeros(bias, out_channels, x.dtype), relu, batch,
+                    _bias_or_zeros(bias, out_channels, x.dtype), relu,
+                    *(affine or (np.ones(out_channels, x.dtype), np.zeros(out_channels, x.dtype))),
+                    batch,
                     winograd_block(channels, batch, oh // 2, ow // 2), out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
@@ -368,12 +378,15 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     return gemm(cols, g.T).T
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False) -> Tensor:
+def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False,
+           affine=None) -> Tensor:
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d without groups.
 
     x: (N, C, H, W); weight: (O, C, KH, KW); bias: (O,) or None; stride: int or pair;
     padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size);
-    relu: relu(conv2d(...)), in the same pass where nothing needs a gradient.
+    relu: relu(conv2d(...)), in the same pass where nothing needs a gradient; affine:
+    (scale, shift), arrays of O values, for relu?(conv2d(...)) * scale + shift per output
+    channel in that pass (an eval-mode batch norm after the ReLU), only without a graph.
     Returns (N, O, OH, OW), laid out as (O, OH, OW, N) in memory (see the module docstring;
     np.ascontiguousarray gives C order).
     """
@@ -413,7 +426,18 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False) -> Ten
     # im2col buffers and activations are megabytes, allocated and freed every step: from
     # the first convolution on, keep freed memory for the next step (see malloc.py).
     keep_freed_memory()
-    if relu and is_grad_enabled() and any(
-            isinstance(t, Tensor) and t.requires_grad for t in (x, weight, bias)):
+    recording = is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x, weight, bias))
+    if affine is not None:
+        if recording:
+            raise ValueError("conv2d: affine= is for inference (no gradient flows through it); "
+                             "call it under minivgg.no_grad(), or apply the scale and shift "
+                             "as separate ops")
+        affine = tuple(np.ascontiguousarray(a, dtype=x.dtype) for a in affine)
+        if len(affine) != 2 or any(a.shape != (weight.shape[0],) for a in affine):
+            raise ValueError(f"conv2d: affine must be (scale, shift), each of shape "
+                             f"({weight.shape[0]},) (one value per output channel)")
+    if relu and recording:
         return activation.relu(Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads))
-    return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads, relu=bool(relu))
+    return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads, relu=bool(relu),
+                          affine=affine)

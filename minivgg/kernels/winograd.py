@@ -93,13 +93,14 @@ def pad_parity(x, top, left, xq):
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def winograd3x3(xq, u, bias, relu, batch, tiles_per_block, out):
-    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
+    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n],
+    then rectified if relu (max(out, 0), NaN kept), then out * scale[o] + shift[o]
 
     xq: the padded input xp split by column parity (pad_parity), (C, OH + 2, 2, OW/2 + 1, N);
-    u: winograd_weights(weight), (16, O, C); bias: (O,); relu: whether out is rectified
-    (max(out, 0), NaN kept); out: (O, OH, OW * N), overwritten; OH and OW even. One
-    parallel task per block of tiles_per_block tiles of one tile row.
+    u: winograd_weights(weight), (16, O, C); bias, scale, shift: (O,) (scale 1 and shift 0
+    leave out as it is); out: (O, OH, OW * N), overwritten; OH and OW even. One parallel
+    task per block of tiles_per_block tiles of one tile row.
     """
     channels = xq.shape[0]
     out_channels, out_h, span = out.shape
@@ -120,8 +121,9 @@ def winograd3x3(xq, u, bias, relu, batch, tiles_per_block, out):
             for e in range(16):
                 _products(u, v, e, first, group, m, size)
             for k in range(group):
-                _output_transform(m, k, tiles, batch, bias[first + k], relu, scratch, out,
-                                  first + k, 2 * ty, 2 * first_tile * batch)
+                o = first + k
+                _output_transform(m, k, tiles, batch, bias[o], relu, scale[o], shift[o],
+                                  scratch, out, o, 2 * ty, 2 * first_tile * batch)
 
 
 @njit(inline="always")
@@ -209,10 +211,11 @@ def _four_by_eight(u, v, e, first, c, m, size, overwrite):
 
 
 @njit(inline="always")
-def _output_transform(m, k, tiles, batch, bias, relu, scratch, out, o, row, start):
-    """out[o, row + i, start + (2t + j)*N + n] = (A^T m_k A)[i, j] + bias (rectified if relu)
-    for each tile t of the block: A along the columns of each row of m[k] (long loops),
-    then A^T down the rows, one tile column j at a time."""
+def _output_transform(m, k, tiles, batch, bias, relu, scale, shift, scratch, out, o, row,
+                      start):
+    """out[o, row + i, start + (2t + j)*N + n] = (A^T m_k A)[i, j] + bias (rectified if relu,
+    then times scale plus shift) for each tile t of the block: A along the columns of each
+    row of m[k] (long loops), then A^T down the rows, one tile column j at a time."""
     size = tiles * batch
     for a in range(4):
         m0, m1 = m[k, 4 * a, :size], m[k, 4 * a + 1, :size]
@@ -233,4 +236,4 @@ def _output_transform(m, k, tiles, batch, bias, relu, scratch, out, o, row, star
                 top, bottom = z0[n] + z1[n] + z2[n] + bias, z1[n] - z2[n] - z3[n] + bias
                 if relu:
                     top, bottom = zero if top < zero else top, zero if bottom < zero else bottom
-                y0[n], y1[n] = top, bottom
+                y0[n], y1[n] = top * scale + shift, bottom * scale + shift

@@ -109,11 +109,11 @@ class Sequential(Module):
                                                 f"MaxPool2d)") from None
                 i += 2
                 continue
+            after = layers[i + 2][1] if i + 2 < len(layers) else None
             if (type(module) is Conv2d and _folds(module, following) and not is_grad_enabled()
                     and _fusable(module, following)):
                 # inference: Conv2d -> BatchNorm2d (-> ReLU) as one convolution, the batch
                 # norm's scale and shift folded into its weight and bias
-                after = layers[i + 2][1] if i + 2 < len(layers) else None
                 relu = type(after) is ReLU and _fusable(after)
                 try:
                     x = module(x, batch_norm=following, relu=relu)
@@ -121,6 +121,17 @@ class Sequential(Module):
                     raise _with_location(error, f"layers {name}-{layers[i + 1][0]} (Conv2d, "
                                                 f"BatchNorm2d)") from None
                 i += 3 if relu else 2
+                continue
+            if (type(module) is Conv2d and type(following) is ReLU and _folds(module, after)
+                    and not is_grad_enabled() and _fusable(module, following, after)):
+                # inference: Conv2d -> ReLU -> BatchNorm2d as one convolution, the batch
+                # norm a scale and shift after the ReLU in the same pass
+                try:
+                    x = module(x, relu=True, batch_norm_after=after)
+                except Exception as error:
+                    raise _with_location(error, f"layers {name}-{layers[i + 2][0]} (Conv2d, "
+                                                f"ReLU, BatchNorm2d)") from None
+                i += 3
                 continue
             fused = {}
             if (type(module) is ReLU and isinstance(following, _BatchNorm)
@@ -147,7 +158,8 @@ class Sequential(Module):
 
 def _folds(conv: Conv2d, following) -> bool:
     """Whether `following` is a BatchNorm2d over conv's output that normalises with its
-    running statistics (eval mode), which then fold into conv's weight and bias."""
+    running statistics (eval mode): then conv can do its work in the same pass (folded
+    into its weight and bias, or as a scale and shift after its ReLU)."""
     return (type(following) is BatchNorm2d and not following.training
             and following.running_mean is not None
             and following.num_features == conv.out_channels)

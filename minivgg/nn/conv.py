@@ -37,22 +37,25 @@ class Conv2d(Module):
     def reset_parameters(self, rng):
         _default_reset_(self.weight, self.bias, _as_generator(rng))
 
-    def forward(self, x, batch_norm=None, relu: bool = False):
-        """batch_norm (an eval-mode BatchNorm2d with running statistics; only where no
-        gradient is recorded): that layer applied to this one's output, as one convolution
-        with its scale and shift folded into the weight and bias; relu=True: the ReLU of
-        the result, in the same pass where the kernels can (Sequential fuses
-        Conv2d -> BatchNorm2d -> ReLU so for inference)."""
+    def forward(self, x, batch_norm=None, relu: bool = False, batch_norm_after=None):
+        """Inference fusions (Sequential's, where no gradient is recorded), each an eval-mode
+        BatchNorm2d with running statistics: batch_norm, that layer applied to this one's
+        output, folded into the weight and bias; relu=True: the ReLU of the result, in the
+        same pass where the kernels can; batch_norm_after: that layer applied after the
+        ReLU, as a scale and shift in the same pass."""
         shape = _shape(x)
         if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {shape}")
-        weight, bias = self.weight, self.bias
+        weight, bias, affine = self.weight, self.bias, None
         if batch_norm is not None:
             folded_weight, folded_bias = batch_norm.fold_into(self)
             dtype = self.weight.data.dtype
             weight, bias = folded_weight.astype(dtype), folded_bias.astype(dtype)
-        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding, relu=relu)
+        if batch_norm_after is not None:
+            affine = batch_norm_after.eval_scale_shift()
+        return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding, relu=relu,
+                        affine=affine)
 
     def multiply_adds(self, input_shape, output_shape):
         kh, kw = self.kernel_size
