@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.layout import nchw_to_chwn
 from .malloc import empty
 
 
@@ -24,6 +25,9 @@ def copy_to_chwn(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Write the (N, C, H, W) array a into the (C, H, W, N) array out (it may be a view)."""
     if chwn_view(a) is not None:
         out[...] = a.transpose(1, 2, 3, 0)  # runs of W*N contiguous values
+        return out
+    if a.flags.c_contiguous and a.dtype == out.dtype and a.dtype in (np.float32, np.float64):
+        nchw_to_chwn(a, out)  # a batch as it comes: the compiled transpose
         return out
     # One channel at a time: a whole-array transpose that moves N from the first axis to
     # the last writes with a stride of N values and is several times slower.
