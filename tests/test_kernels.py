@@ -46,9 +46,9 @@ def test_conv3x3_same_bits_for_any_thread_count():
     # more than one BLOCK, and not a multiple of it
     xp, w = _data(5, 9, 62 * BATCH), _data(7, 5, 3, 3)
     _assert_all_equal(_runs(conv.conv3x3,
-                            lambda: (xp, w, _data(7), BATCH,
+                            lambda: (xp, w, _data(7), True, _data(7), _data(7), BATCH,
                                     np.full((7, 7, 60 * BATCH), np.nan, np.float32)),
-                            [4]))
+                            [7]))
 
 
 def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
@@ -61,9 +61,9 @@ def test_conv3x3_weight_grad_same_bits_for_any_thread_count():
 def test_conv5x5_same_bits_for_any_thread_count():
     xp, w = _data(3, 11, 64 * BATCH), _data(6, 3, 5, 5)  # 6 channels: a group and two
     _assert_all_equal(_runs(conv.conv5x5,
-                            lambda: (xp, w, _data(6), BATCH,
+                            lambda: (xp, w, _data(6), False, _data(6), _data(6), BATCH,
                                     np.full((6, 7, 60 * BATCH), np.nan, np.float32)),
-                            [4]))
+                            [7]))
 
 
 def test_conv5x5_weight_grad_same_bits_for_any_thread_count():

@@ -72,7 +72,7 @@ class Conv2dOp(Function):
         that (both only where nothing needs a gradient: see conv2d)."""
         self.epilogue_done = False
         out = self._forward(x, weight, bias, stride, padding, relu, affine)
-        if self.epilogue_done or not (relu or affine):
+        if self.epilogue_done or not (relu or affine):  # else the GEMM paths': a pass
             return out
         chwn = as_chwn(out)
         if affine is None:
@@ -95,9 +95,10 @@ class Conv2dOp(Function):
             self.epilogue_done = True
             return self._forward_winograd(x, weight, bias, relu, affine)
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
+        self.epilogue_done = self.direct
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
-            return self._forward_direct(x, weight, bias)
+            return self._forward_direct(x, weight, bias, relu, affine)
         if self.row_gemms:
             return self._forward_rows(x, weight, bias)
 
@@ -154,12 +155,13 @@ class Conv2dOp(Function):
 
     # ---- the direct path: 3x3 and 5x5 stride-1 kernels for the thin layers -------------
 
-    def _forward_direct(self, x, weight, bias):
+    def _forward_direct(self, x, weight, bias, relu=False, affine=None):
         (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
         xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
         out = empty((out_channels, oh * ow * batch), x.dtype)
         DIRECT_KERNELS[k][0](xp.reshape(channels, oh + k - 1, -1), np.ascontiguousarray(weight),
-                             _bias_or_zeros(bias, out_channels, x.dtype), batch,
+                             _bias_or_zeros(bias, out_channels, x.dtype), relu,
+                             *_scale_shift(affine, x.dtype), batch,
                              out.reshape(out_channels, oh, -1))
         return self._output(out, None, xp, weight)  # the kernel added the bias
 
@@ -183,7 +185,8 @@ class Conv2dOp(Function):
             gp = padded_chwn(from_chwn(g.reshape(out_channels, oh, ow, batch)), pad)
             dx = empty((channels, height, width, batch), g.dtype)
             convolve(gp.reshape(out_channels, height + k - 1, -1), flipped,
-                     np.zeros(channels, g.dtype), batch, dx.reshape(channels, height, -1))
+                     np.zeros(channels, g.dtype), False, *_scale_shift(None, g.dtype), batch,
+                     dx.reshape(channels, height, -1))
             gx = from_chwn(dx)
         return gx, gw, gb
 
@@ -197,8 +200,7 @@ class Conv2dOp(Function):
         out = empty((out_channels, oh, ow * batch), x.dtype)
         winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)),
                     _bias_or_zeros(bias, out_channels, x.dtype), relu,
-                    *(affine or (np.ones(out_channels, x.dtype), np.zeros(out_channels, x.dtype))),
-                    batch,
+                    *_scale_shift(affine, x.dtype), batch,
                     winograd_block(channels, batch, oh // 2, ow // 2), out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
@@ -296,6 +298,11 @@ WINOGRAD_BLOCK_BYTES = 1 << 20
 def _bias_or_zeros(bias, out_channels: int, dtype) -> np.ndarray:
     """The bias the compiled kernels add (they always add one)."""
     return np.zeros(out_channels, dtype) if bias is None else bias
+
+
+def _scale_shift(affine, dtype) -> tuple:
+    """(scale, shift) for the kernels' epilogue: empty arrays when there is none."""
+    return affine if affine is not None else (np.empty(0, dtype), np.empty(0, dtype))
 
 
 def use_winograd(channels: int, kernel: tuple, stride: tuple, out_size: tuple) -> bool:

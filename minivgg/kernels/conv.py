@@ -39,8 +39,9 @@ GROUP = 4
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv3x3(xp, weight, bias, batch, out):
-    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+def conv3x3(xp, weight, bias, relu, scale, shift, batch, out):
+    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n],
+    then `_epilogue`'s (relu, scale, shift)
 
     xp: (C, OH + 2, (OW + 2) * N), padded; weight: (O, C, 3, 3); bias: (O,); out:
     (O, OH, OW * N), overwritten. One parallel iteration per output row of a group of GROUP channels: the
@@ -90,6 +91,8 @@ def conv3x3(xp, weight, bias, batch, out):
                         acc[p] += (a[0] * x00[p] + a[1] * x01[p] + a[2] * x02[p]
                                    + a[3] * x10[p] + a[4] * x11[p] + a[5] * x12[p]
                                    + a[6] * x20[p] + a[7] * x21[p] + a[8] * x22[p])
+            for o in range(first, last):
+                _epilogue(out[o, y, start:stop], o, relu, scale, shift)
 
 
 @serialised
@@ -143,8 +146,9 @@ def conv3x3_weight_grad(xp, grad, batch, grad_weight):
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def conv5x5(xp, weight, bias, batch, out):
-    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n]
+def conv5x5(xp, weight, bias, relu, scale, shift, batch, out):
+    """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n],
+    then `_epilogue`'s (relu, scale, shift)
 
     xp: (C, OH + 4, (OW + 4) * N), padded; weight: (O, C, 5, 5); bias: (O,); out:
     (O, OH, OW * N), overwritten. Parallel iterations as conv3x3's; the channels of a group of four share
@@ -185,6 +189,8 @@ def conv5x5(xp, weight, bias, batch, out):
                         for p in range(stop - start):
                             acc[p] += (a[0] * x0[p] + a[1] * x1[p] + a[2] * x2[p]
                                        + a[3] * x3[p] + a[4] * x4[p])
+            for o in range(first, last):
+                _epilogue(out[o, y, start:stop], o, relu, scale, shift)
 
 
 @serialised
@@ -222,6 +228,24 @@ def conv5x5_weight_grad(xp, grad, batch, grad_weight):
             for j in range(5):
                 grad_weight[a, c, i, j] = totals_a[i, j]
                 grad_weight[b, c, i, j] = totals_b[i, j]
+
+
+@njit(inline="always")
+def _epilogue(values, o, relu, scale, shift):
+    """values = relu?(values) * scale[o] + shift[o] in place, on a block still in L1: an
+    eval-mode batch norm and ReLU after the convolution (inference), in its pass. Empty
+    scale and shift: none (relu False and no scale: nothing to do)."""
+    affine = scale.shape[0] > 0
+    if not (relu or affine):
+        return
+    zero = values.dtype.type(0)
+    for p in range(values.shape[0]):
+        v = values[p]
+        if relu and v < zero:
+            v = zero
+        if affine:
+            v = v * scale[o] + shift[o]
+        values[p] = v
 
 
 @njit(inline="always")

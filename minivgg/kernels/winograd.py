@@ -98,15 +98,17 @@ def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
     then rectified if relu (max(out, 0), NaN kept), then out * scale[o] + shift[o]
 
     xq: the padded input xp split by column parity (pad_parity), (C, OH + 2, 2, OW/2 + 1, N);
-    u: winograd_weights(weight), (16, O, C); bias, scale, shift: (O,) (scale 1 and shift 0
-    leave out as it is); out: (O, OH, OW * N), overwritten; OH and OW even. One parallel
-    task per block of tiles_per_block tiles of one tile row.
+    u: winograd_weights(weight), (16, O, C); bias: (O,); scale, shift: (O,), or empty for
+    none; out: (O, OH, OW * N), overwritten; OH and OW even. One parallel task per block
+    of tiles_per_block tiles of one tile row.
     """
     channels = xq.shape[0]
     out_channels, out_h, span = out.shape
     tile_rows, tile_cols = out_h // 2, span // batch // 2
     blocks = (tile_cols + tiles_per_block - 1) // tiles_per_block
     room = tiles_per_block * batch
+    affine = scale.shape[0] > 0
+    one, zero = out.dtype.type(1), out.dtype.type(0)
     for task in prange(tile_rows * blocks):
         ty, first_tile = task // blocks, (task % blocks) * tiles_per_block
         tiles = min(tiles_per_block, tile_cols - first_tile)
@@ -122,7 +124,8 @@ def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
                 _products(u, v, e, first, group, m, size)
             for k in range(group):
                 o = first + k
-                _output_transform(m, k, tiles, batch, bias[o], relu, scale[o], shift[o],
+                _output_transform(m, k, tiles, batch, bias[o], relu, affine,
+                                  scale[o] if affine else one, shift[o] if affine else zero,
                                   scratch, out, o, 2 * ty, 2 * first_tile * batch)
 
 
@@ -211,8 +214,8 @@ def _four_by_eight(u, v, e, first, c, m, size, overwrite):
 
 
 @njit(inline="always")
-def _output_transform(m, k, tiles, batch, bias, relu, scale, shift, scratch, out, o, row,
-                      start):
+def _output_transform(m, k, tiles, batch, bias, relu, affine, scale, shift, scratch, out, o,
+                      row, start):
     """out[o, row + i, start + (2t + j)*N + n] = (A^T m_k A)[i, j] + bias (rectified if relu,
     then times scale plus shift) for each tile t of the block: A along the columns of each
     row of m[k] (long loops), then A^T down the rows, one tile column j at a time."""
@@ -236,4 +239,6 @@ def _output_transform(m, k, tiles, batch, bias, relu, scale, shift, scratch, out
                 top, bottom = z0[n] + z1[n] + z2[n] + bias, z1[n] - z2[n] - z3[n] + bias
                 if relu:
                     top, bottom = zero if top < zero else top, zero if bottom < zero else bottom
-                y0[n], y1[n] = top * scale + shift, bottom * scale + shift
+                if affine:
+                    top, bottom = top * scale + shift, bottom * scale + shift
+                y0[n], y1[n] = top, bottom
