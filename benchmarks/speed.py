@@ -162,8 +162,8 @@ def _option(default, help: str):
 @dataclasses.dataclass
 class Timing:
     """How blocks are timed (see `alternate`); the fields with a help text are options."""
-    reps: int = _option(5, "timed training blocks per framework")
-    infer_reps: int = _option(3, "timed inference blocks per framework")
+    reps: int = _option(7, "timed training blocks per framework")
+    infer_reps: int = _option(5, "timed inference blocks per framework")
     min_time: float = _option(0.3, "seconds per timed block at least")
     pause: float = _option(0.15, "idle seconds before each block")
     quiet_threshold: float = _option(0.15, "retry a pair of blocks during which other "
