@@ -254,16 +254,20 @@ def serve_worker(framework: str, threads: int) -> None:
 
 
 # ---- the machine's slow phases -----------------------------------------------------------
-# For seconds at a time the host can slow one of this machine's two virtual CPUs: no process
-# here shows it (other_cores stays near 0), one thread runs at full speed, and a two-thread
-# step barely beats one thread. Before each pair of blocks, a fixed two-thread probe checks
-# that both cores compute; if not, the pair waits (within --max-wait).
+# For seconds at a time the host can slow this machine's two virtual CPUs: no process here
+# shows it (other_cores stays near 0), one thread runs at full speed, and a two-thread step
+# barely beats one thread, as if both virtual CPUs ran on one physical core's two hardware
+# threads. Before each pair of blocks, a fixed two-thread probe checks that both cores
+# compute; if not, the pair waits (within --max-wait). The probe must compete for what two
+# hardware threads of a core share: sixteen independent chains of multiplies and adds per
+# thread keep a core's floating-point units busy (one chain per thread, latency-bound, ran
+# twice as fast on two threads during such phases too and missed them).
 TWO_CORE_SPEEDUP = 1.6  # two threads on the probe at least this much faster than one
 
 
-def two_thread_speedup(iterations: int = 1_500_000) -> float:
-    """How much faster the probe's two chains of dependent multiply-adds (no memory traffic)
-    run on two threads than on one: about 2 when both cores compute."""
+def two_thread_speedup(iterations: int = 1_000_000) -> float:
+    """How much faster the probe (16 independent chains of multiply-adds per thread, no
+    memory traffic) runs on two threads than on one: about 2 when both cores compute."""
     import numba
     kernel = _probe_kernel()
     chains = np.zeros(2)
@@ -288,13 +292,18 @@ def _probe_kernel():
         from numba import njit, prange
 
         @njit(parallel=True)
-        def chains_of_multiply_adds(iterations, out):
+        def sixteen_chains_of_multiply_adds(iterations, out):
             for chain in prange(out.size):
-                acc = 0.0
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
+                b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = 0.0
                 for _ in range(iterations):
-                    acc = acc * 0.999999 + 1.0
-                out[chain] = acc
-        _PROBE.append(chains_of_multiply_adds)
+                    a0, a1, a2, a3 = a0 * 0.9 + 1.0, a1 * 0.8 + 1.0, a2 * 0.7 + 1.0, a3 * 0.6 + 1.0
+                    a4, a5, a6, a7 = a4 * 0.5 + 1.0, a5 * 0.4 + 1.0, a6 * 0.3 + 1.0, a7 * 0.2 + 1.0
+                    b0, b1, b2, b3 = b0 * 0.9 + 2.0, b1 * 0.8 + 2.0, b2 * 0.7 + 2.0, b3 * 0.6 + 2.0
+                    b4, b5, b6, b7 = b4 * 0.5 + 2.0, b5 * 0.4 + 2.0, b6 * 0.3 + 2.0, b7 * 0.2 + 2.0
+                out[chain] = (a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7
+                              + b0 + b1 + b2 + b3 + b4 + b5 + b6 + b7)
+        _PROBE.append(sixteen_chains_of_multiply_adds)
     return _PROBE[0]
 
 
@@ -641,9 +650,10 @@ def method(timing: dict) -> list:
             "pair saw. Each block starts after a short pause (`--pause`) so that one "
             "worker's idle BLAS or OpenMP threads, which spin for a while after their last "
             "call, do not run into the other worker's block.",
-            "- The host can also slow one of the two virtual CPUs for seconds at a time, "
-            "which no process here shows. Before each pair, a fixed two-thread probe (two "
-            "chains of dependent multiply-adds) must run at least "
+            "- The host can also slow the two virtual CPUs for seconds at a time (two "
+            "threads then barely beat one), which no process here shows. Before each pair, "
+            "a fixed two-thread probe (16 independent chains of multiply-adds per thread, "
+            "enough to keep a core's floating-point units busy) must run at least "
             f"{TWO_CORE_SPEEDUP:g}x faster than on one thread; until it does, the pair waits "
             "(within `--max-wait`).",
             "- FLOPs count the multiply-adds of convolutions and linear layers (2 per "
