@@ -10,7 +10,7 @@ import pytest
 
 import minivgg
 import minivgg.functional as F
-from minivgg.functional.layout import as_chwn, chwn_view, from_chwn
+from minivgg.functional.layout import as_chwn, chwn_view, from_chwn, padded_chwn
 from conftest import gradcheck
 
 
@@ -75,6 +75,21 @@ def test_as_chwn_is_free_for_conv_outputs_and_a_copy_otherwise():
     y = _chwn_ordered(x)
     assert np.shares_memory(as_chwn(y), y)
     np.testing.assert_array_equal(from_chwn(as_chwn(y)), x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_chwn_of_an_nchw_batch_is_the_padded_transpose(dtype):
+    """C-ordered batches take the compiled transpose (kernels/layout.py), strided views and
+    other dtypes NumPy's copy: the same values either way, the border zero."""
+    x = np.random.default_rng(0).standard_normal((37, 3, 9, 7)).astype(dtype)
+    padding = (1, 2, 0, 3)  # top, bottom, left, right
+    expected = np.pad(x.transpose(1, 2, 3, 0), ((0, 0), (1, 2), (0, 3), (0, 0)))
+    wide = np.zeros((37, 3, 9, 14), dtype)
+    wide[..., ::2] = x
+    for batch in (x, wide[..., ::2]):  # C-ordered, then every other column of a wider array
+        padded = padded_chwn(batch, padding)
+        assert padded.dtype == dtype and padded.flags.c_contiguous
+        np.testing.assert_array_equal(padded, expected)
 
 
 @pytest.mark.parametrize("padding, stride, bias", [(0, 1, False), (1, 1, True), (2, 2, True)])

@@ -17,6 +17,12 @@ from .pool import MaxPool2d
 class Sequential(Module):
     """Children called in order; named "0", "1", ... or by the keys of an OrderedDict.
 
+    Neighbours that one op can do together run as one (fewer passes over the activations;
+    never when one of them has hooks): ReLU -> MaxPool2d as MaxPool2d -> ReLU, ReLU ->
+    BatchNorm, BatchNorm -> ReLU (-> Dropout), all to the bit; and for inference (eval-mode
+    batch norms, no graph recorded) Conv2d -> BatchNorm2d (-> ReLU) and Conv2d -> ReLU ->
+    BatchNorm2d as one convolution, equal to the layers apart within float32 rounding.
+
     An error inside a child is re-raised with the same type and the child's position prefixed,
     e.g. "layer 3 (Conv2d): ...", so an error deep in a model says where it happened.
     """
@@ -168,7 +174,8 @@ def _folds(conv: Conv2d, following) -> bool:
 def _fusable(*modules: Module) -> bool:
     """Whether Sequential may run these layers as one op (ReLU -> BatchNorm as
     batch_norm(..., relu=True), BatchNorm -> ReLU as batch_norm(..., relu_after=True), and a
-    Dropout after that as batch_norm(..., dropout=p)) or swap them (ReLU -> MaxPool2d): not
+    Dropout after that as batch_norm(..., dropout=p); Conv2d with the batch norm and ReLU
+    around it for inference) or swap them (ReLU -> MaxPool2d): not
     when one of them has forward hooks, which must see each layer's own call (summary.py
     records every layer that way)."""
     return not any(module.has_hooks() for module in modules)
