@@ -826,6 +826,10 @@ def test_conv2d_affine_is_for_inference_and_checks_its_shapes():
                                rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="affine= is for inference"):
         F.conv2d(Tensor(x, requires_grad=True), w, affine=(scale, shift))
+    conv, bn = nn.Conv2d(16, 4, 3, rng=0), nn.BatchNorm2d(4).eval()
+    for fusion in ({"batch_norm": bn}, {"batch_norm_after": bn, "relu": True}):
+        with pytest.raises(ValueError, match="are inference fusions"):
+            conv(Tensor(x), **fusion)
     with no_grad(), pytest.raises(ValueError, match=r"each of shape \(4,\)"):
         F.conv2d(x, w, affine=(scale[:3], shift))
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..autograd import is_grad_enabled
 from ..functional.checks import positive_int
 from ..functional.conv import conv_padding
 from ..functional.windows import pair
@@ -48,6 +49,10 @@ class Conv2d(Module):
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {shape}")
         weight, bias, affine = self.weight, self.bias, None
+        if (batch_norm is not None or batch_norm_after is not None) and is_grad_enabled():
+            raise ValueError(f"{_label(self)}: batch_norm= and batch_norm_after= are inference "
+                             f"fusions (the batch norm's parameters would get no gradient); "
+                             f"call under minivgg.no_grad(), or run the layers one by one")
         if batch_norm is not None:
             folded_weight, folded_bias = batch_norm.fold_into(self)
             dtype = self.weight.data.dtype
