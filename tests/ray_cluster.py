@@ -25,13 +25,24 @@ def ray_command() -> str:
     return found
 
 
-def _node_ports() -> list:
+def _node_ports(taken: set) -> list:
+    """A node's ports: its workers' range of 41 first, then one port per component, none of
+    them in `taken` (the cluster's ports so far, updated) or in a worker range: Ray refuses
+    to start a node one of whose ports falls in a worker range ("is trying to use a port
+    number ... that is used by other components")."""
+    worker = free_port()
+    while any(port in taken for port in range(worker, worker + 41)):
+        worker = free_port()
+    taken.update(range(worker, worker + 41))
     names = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
              "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port")
     args = []
     for name in names:
-        args += [name, str(free_port())]
-    worker = free_port()
+        port = free_port()
+        while port in taken:
+            port = free_port()
+        taken.add(port)
+        args += [name, str(port)]
     return args + ["--min-worker-port", str(worker), "--max-worker-port", str(worker + 40)]
 
 
@@ -59,10 +70,11 @@ class RayCluster:
     def start(self) -> "RayCluster":
         common = ["--node-ip-address=127.0.0.1", f"--num-cpus={self.cpus}", "--num-gpus=0",
                   "--disable-usage-stats", "--object-store-memory=100000000"]
+        taken = {self.port}
         self._ray("start", "--head", f"--port={self.port}", "--include-dashboard=false",
                   f"--temp-dir={self.temp_dir}",
-                  *common, *_node_ports())
-        self._ray("start", f"--address={self.address}", *common, *_node_ports())
+                  *common, *_node_ports(taken))
+        self._ray("start", f"--address={self.address}", *common, *_node_ports(taken))
         self._wait_for_nodes(2)
         return self
 
