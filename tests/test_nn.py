@@ -824,6 +824,18 @@ def test_conv2d_affine_is_for_inference_and_checks_its_shapes():
         plain = F.conv2d(x[:, :3], w[:, :3], padding=1).data
     np.testing.assert_allclose(ours, plain * scale[:, None, None] + shift[:, None, None],
                                rtol=1e-6, atol=1e-6)
+    # the GEMM paths: im2col (stride 2), and row GEMMs (C*O over DIRECT_MAX_CO, 5x5 output)
+    wide, wide_w = _randn(rng, 2, 80, 5, 5), _randn(rng, 60, 80, 3, 3)
+    for xs, ws, options in ((x, w, {"stride": 2, "padding": 1}), (wide, wide_w, {"padding": 1})):
+        o = ws.shape[0]
+        s, t = _randn(rng, o), _randn(rng, o)
+        with no_grad():
+            plain = F.conv2d(xs, ws, **options).data
+            rectified = F.conv2d(xs, ws, relu=True, **options).data
+            ours = F.conv2d(xs, ws, relu=True, affine=(s, t), **options).data
+        np.testing.assert_array_equal(rectified, np.maximum(plain, 0))
+        expected = np.maximum(plain, 0) * s[:, None, None] + t[:, None, None]
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="affine= is for inference"):
         F.conv2d(Tensor(x, requires_grad=True), w, affine=(scale, shift))
     conv, bn = nn.Conv2d(16, 4, 3, rng=0), nn.BatchNorm2d(4).eval()

@@ -69,20 +69,8 @@ class Conv2dOp(Function):
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False,
                 affine=None):
         """relu: rectify the output; affine: (scale, shift) per output channel, applied after
-        that (both only where nothing needs a gradient: see conv2d)."""
-        self.epilogue_done = False
-        out = self._forward(x, weight, bias, stride, padding, relu, affine)
-        if self.epilogue_done or not (relu or affine):  # else the GEMM paths': a pass
-            return out
-        chwn = as_chwn(out)
-        if affine is None:
-            elementwise_kernels.relu(chwn.reshape(-1), chwn.reshape(-1))
-        else:
-            rows = chwn.reshape(chwn.shape[0], 1, -1)
-            batch_norm_affine(rows, affine[0], affine[1], relu, False, rows)
-        return out
-
-    def _forward(self, x, weight, bias, stride, padding, relu, affine):
+        that (both only where nothing needs a gradient: see conv2d). The compiled kernels do
+        both in their last pass over each block; the GEMM paths in `_output`."""
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         top, bottom, left, right = padding
@@ -92,15 +80,13 @@ class Conv2dOp(Function):
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
         if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
-            self.epilogue_done = True
             return self._forward_winograd(x, weight, bias, relu, affine)
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
-        self.epilogue_done = self.direct
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
             return self._forward_direct(x, weight, bias, relu, affine)
         if self.row_gemms:
-            return self._forward_rows(x, weight, bias)
+            return self._forward_rows(x, weight, bias, relu, affine)
 
         if padding == (0, 0, 0, 0):
             xp = as_chwn(x)  # (C, H, W, N): no copy when x came from a conv2d
@@ -109,14 +95,20 @@ class Conv2dOp(Function):
         cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
         cols = cols.reshape(kh * kw * channels, oh * ow * batch)
         w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
-        return self._output(gemm(w_mat, cols), bias, cols, w_mat)  # (O, OH*OW*N)
+        return self._output(gemm(w_mat, cols), bias, cols, w_mat, relu, affine)  # (O, OH*OW*N)
 
-    def _output(self, out, bias, unfolded, w_mat):
-        """Adds the bias to out (O, OH*OW*N), keeps what backward needs (the unfolded input
-        for dW, the weight matrix for dX) and returns out as (N, O, OH, OW)."""
+    def _output(self, out, bias, unfolded, w_mat, relu=False, affine=None):
+        """Adds the bias to out (O, OH*OW*N) and applies the epilogue (relu, affine: see
+        forward), keeps what backward needs (the unfolded input for dW, the weight matrix
+        for dX) and returns out as (N, O, OH, OW)."""
         (batch, *_), (out_channels, *_), (oh, ow) = self.shapes
         if bias is not None:
             out += bias[:, None]
+        if affine is not None:
+            rows = out.reshape(out_channels, 1, -1)
+            batch_norm_affine(rows, affine[0], affine[1], relu, False, rows)
+        elif relu:
+            elementwise_kernels.relu(out.reshape(-1), out.reshape(-1))
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         self.unfolded = unfolded if need_w else None
         self.w_mat = w_mat if need_x else None
@@ -155,7 +147,7 @@ class Conv2dOp(Function):
 
     # ---- the direct path: 3x3 and 5x5 stride-1 kernels for the thin layers -------------
 
-    def _forward_direct(self, x, weight, bias, relu=False, affine=None):
+    def _forward_direct(self, x, weight, bias, relu, affine):
         (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
         xp = as_chwn(x) if self.padding == (0, 0, 0, 0) else padded_chwn(x, self.padding)
         out = empty((out_channels, oh * ow * batch), x.dtype)
@@ -206,7 +198,7 @@ class Conv2dOp(Function):
 
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
 
-    def _forward_rows(self, x, weight, bias):
+    def _forward_rows(self, x, weight, bias, relu, affine):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
         rows = unfold_rows(as_chwn(x), kw, self.padding, ow)  # (KW, C, Hp, OW, N)
         padded_h = rows.shape[2]
@@ -217,7 +209,7 @@ class Conv2dOp(Function):
         out = gemm(w_rows[0], rows[:, :oh * span])
         for i in range(1, kh):
             add_product(out, w_rows[i], rows[:, i * span:(i + oh) * span])
-        return self._output(out, bias, rows, w_rows)
+        return self._output(out, bias, rows, w_rows, relu, affine)
 
     def _backward_rows(self, g):
         (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
