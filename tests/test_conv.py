@@ -230,6 +230,55 @@ def test_conv2d_takes_winograd_for_inference_of_wide_3x3_layers(monkeypatch, cha
     assert bool(calls) == expected
 
 
+def test_conv2d_max_pool_2x2_is_max_pool2d_of_its_output_on_every_path(monkeypatch):
+    """max_pool_2x2=True gives max_pool2d(conv2d(...), 2) to the bit: inside the Winograd
+    kernel (each output tile a window, NaN winning as in max_pool2d), after the others."""
+    calls = _winograd_calls(monkeypatch)
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 80, 7, 7), dtype=np.float32)
+    x[1, :, 2, 3] = np.nan  # reaches some windows of every output channel
+    w = rng.standard_normal((60, 80, 3, 3), dtype=np.float32)
+    b = rng.standard_normal(60, dtype=np.float32)
+    scale, shift = rng.standard_normal(60, dtype=np.float32), rng.standard_normal(60, dtype=np.float32)
+    paths = [  # (channels in, channels out, input size, options, Winograd)
+        (16, 6, 6, {"padding": 1}, True), (19, 4, 6, {"padding": 0}, True),
+        (16, 5, 7, {"padding": 0}, False),  # 5x5 output: odd, pooled to 2x2
+        (3, 6, 7, {"padding": 1}, False),  # the direct kernel
+        (16, 6, 7, {"stride": 2, "padding": 1}, False),  # im2col
+        (80, 60, 5, {"padding": 1}, False)]  # row GEMMs
+    for channels, out_channels, size, options, winograd in paths:
+        xs, ws = x[:, :channels, :size, :size], w[:out_channels, :channels]
+        fusions = [{}, {"relu": True}, {"relu": True, "affine": (scale[:out_channels],
+                                                               shift[:out_channels])}]
+        for fused in fusions:
+            calls.clear()
+            with minivgg.no_grad():
+                pooled = F.conv2d(xs, ws, b[:out_channels], max_pool_2x2=True, **options,
+                                  **fused).data
+                apart = F.max_pool2d(F.conv2d(xs, ws, b[:out_channels], **options, **fused),
+                                     2).data
+            assert bool(calls) == winograd
+            assert np.isnan(pooled).any() and not np.isnan(pooled).all()
+            np.testing.assert_array_equal(pooled, apart)
+
+
+def test_conv2d_max_pool_2x2_with_a_graph_is_the_two_ops():
+    rng = np.random.default_rng(13)
+    x = minivgg.Tensor(rng.standard_normal((2, 16, 6, 6)), requires_grad=True)
+    w = minivgg.Tensor(rng.standard_normal((4, 16, 3, 3)), requires_grad=True)
+    fused = F.conv2d(x, w, padding=1, relu=True, max_pool_2x2=True)
+    fused.sum().backward()
+    dx, dw = x.grad.copy(), w.grad.copy()
+    x.grad = w.grad = None
+    apart = F.max_pool2d(F.relu(F.conv2d(x, w, padding=1)), 2)
+    apart.sum().backward()
+    np.testing.assert_array_equal(fused.data, apart.data)
+    np.testing.assert_array_equal(dx, x.grad)
+    np.testing.assert_array_equal(dw, w.grad)
+    with pytest.raises(ValueError, match="max_pool_2x2 needs an output of at least 2x2"):
+        F.conv2d(np.ones((1, 16, 3, 3)), np.ones((2, 16, 3, 3)), max_pool_2x2=True)
+
+
 def test_conv2d_float64_stays_float64_and_no_grad_records_nothing():
     rng = np.random.default_rng(4)
     x = minivgg.Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)

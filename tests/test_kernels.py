@@ -72,19 +72,20 @@ def test_conv5x5_weight_grad_same_bits_for_any_thread_count():
                             lambda: (xp, g, BATCH, np.empty((3, 2, 5, 5), np.float32)), [3]))
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_winograd3x3_same_bits_for_any_thread_count(relu):
+@pytest.mark.parametrize("relu, pool", [(False, False), (True, False), (True, True)])
+def test_winograd3x3_same_bits_for_any_thread_count(relu, pool):
     # 6 output channels: a group of four and a group of two; 19 input channels: two passes
     # of eight and three single channels; 9 tile columns in blocks of 4: a short last block
     x, w = _data(19, 10, 18, BATCH), _data(6, 19, 3, 3)
     xq = np.empty((19, 12, 2, 10, BATCH), np.float32)
     winograd.pad_parity(x, 1, 1, xq)
     u, bias = winograd.winograd_weights(w), _data(6)
+    out_shape = (6, 5, 9 * BATCH) if pool else (6, 10, 18 * BATCH)
     _assert_all_equal(_runs(
         winograd.winograd3x3,
-        lambda: (xq, u, bias, relu, _data(6), _data(6) + 1, BATCH, 4,
-                 np.full((6, 10, 18 * BATCH), np.nan, np.float32)),
-        [8]))
+        lambda: (xq, u, bias, relu, _data(6), _data(6) + 1, BATCH, 4, pool,
+                 np.full(out_shape, np.nan, np.float32)),
+        [9]))
 
 
 @pytest.mark.parametrize("relu_before, relu_after, dropout",

@@ -809,6 +809,42 @@ def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, 
                                    atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
 
 
+def test_sequential_runs_a_following_2x2_max_pool_inside_the_conv_for_inference(torch,
+                                                                                monkeypatch):
+    """Conv2d -> [BatchNorm2d] -> ReLU -> [BatchNorm2d] -> MaxPool2d(2) runs as one
+    convolution under no_grad (the pool inside Winograd's kernel where it applies); a hooked
+    pool, another window or a recorded graph runs the MaxPool2d layer itself."""
+    def build(pool=2):
+        return nn.Sequential(nn.Conv2d(16, 16, 3, padding=1, rng=0), nn.ReLU(),
+                             nn.BatchNorm2d(16), nn.MaxPool2d(2), nn.Dropout(0.3),
+                             nn.Conv2d(16, 8, 3, padding=1, rng=1), nn.BatchNorm2d(8),
+                             nn.ReLU(), nn.MaxPool2d(pool),
+                             nn.Conv2d(8, 4, 3, padding=1, rng=2), nn.ReLU(), nn.MaxPool2d(2))
+    model = _eval_model_with_statistics(build, 8)
+    pools = []
+    original = nn.MaxPool2d.forward
+    monkeypatch.setattr(nn.MaxPool2d, "forward", lambda m, x: pools.append(1) or original(m, x))
+    x = _randn(np.random.default_rng(9), 3, 16, 12, 12)
+    with no_grad():
+        fused = model(Tensor(x)).data
+    assert not pools
+    apart = model(Tensor(x)).data  # a graph is recorded: each layer on its own
+    assert len(pools) == 3
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        theirs = twin(torch.tensor(x)).numpy()
+    for ours in (fused, apart):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5,
+                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+    pools.clear()
+    model[3].register_forward_hook(lambda *args: None)
+    other = _eval_model_with_statistics(lambda: build(pool=3), 8)
+    with no_grad():
+        model(Tensor(x))
+        other(Tensor(x))
+    assert len(pools) == 2  # the hooked pool, and the 3x3 one
+
+
 def test_conv2d_affine_is_for_inference_and_checks_its_shapes():
     rng = np.random.default_rng(9)
     x, w = _randn(rng, 2, 16, 6, 6), _randn(rng, 4, 16, 3, 3)

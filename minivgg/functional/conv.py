@@ -28,6 +28,7 @@ from . import activation
 from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import empty, keep_freed_memory
+from .pool import max_pool2d, max_pool_2x2_values
 from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
 
 __all__ = ["conv2d"]
@@ -67,10 +68,11 @@ class Conv2dOp(Function):
     """
 
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False,
-                affine=None):
+                affine=None, max_pool_2x2=False):
         """relu: rectify the output; affine: (scale, shift) per output channel, applied after
-        that (both only where nothing needs a gradient: see conv2d). The compiled kernels do
-        both in their last pass over each block; the GEMM paths in `_output`."""
+        that; max_pool_2x2: then a 2x2 stride-2 max pool (all three only where nothing needs
+        a gradient: see conv2d). The compiled kernels do relu and affine in their last pass
+        over each block, the GEMM paths in `_output`; Winograd's also pools its 2x2 tiles."""
         batch, channels, height, width = x.shape
         out_channels, _, kh, kw = weight.shape
         top, bottom, left, right = padding
@@ -80,7 +82,14 @@ class Conv2dOp(Function):
         self.shapes = (x.shape, weight.shape, (oh, ow))
         self.stride, self.padding = stride, padding
         if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
-            return self._forward_winograd(x, weight, bias, relu, affine)
+            return self._forward_winograd(x, weight, bias, relu, affine, max_pool_2x2)
+        out = self._forward(x, weight, bias, relu, affine)
+        return max_pool_2x2_values(out) if max_pool_2x2 else out
+
+    def _forward(self, x, weight, bias, relu, affine):
+        """The convolution on the direct, row-GEMM or im2col path (training's paths)."""
+        (batch, channels, _, _), (out_channels, _, kh, kw), (oh, ow) = self.shapes
+        stride, padding = self.stride, self.padding
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
@@ -184,16 +193,19 @@ class Conv2dOp(Function):
 
     # ---- Winograd F(2x2, 3x3), forward only: inference --------------------------------
 
-    def _forward_winograd(self, x, weight, bias, relu, affine):
+    def _forward_winograd(self, x, weight, bias, relu, affine, pool):
         (batch, channels, _, _), (out_channels, *_), (oh, ow) = self.shapes
         top, _, left, _ = self.padding
         xq = empty((channels, oh + 2, 2, ow // 2 + 1, batch), x.dtype)
         pad_parity(as_chwn(x), top, left, xq)
+        tile_rows, tile_cols = oh // 2, ow // 2
+        if pool:  # each 2x2 tile is a pooling window: only the pooled map is written
+            oh, ow = tile_rows, tile_cols
         out = empty((out_channels, oh, ow * batch), x.dtype)
         winograd3x3(xq, winograd_weights(np.ascontiguousarray(weight)),
                     _bias_or_zeros(bias, out_channels, x.dtype), relu,
                     *_scale_shift(affine, x.dtype), batch,
-                    winograd_block(channels, batch, oh // 2, ow // 2), out)
+                    winograd_block(channels, batch, tile_rows, tile_cols), pool, out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
     # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
@@ -379,14 +391,16 @@ def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False,
-           affine=None) -> Tensor:
+           affine=None, max_pool_2x2: bool = False) -> Tensor:
     """2-D convolution (cross-correlation), as torch.nn.functional.conv2d without groups.
 
     x: (N, C, H, W); weight: (O, C, KH, KW); bias: (O,) or None; stride: int or pair;
     padding: int, pair, 'valid' (none) or 'same' (stride 1 only; output size = input size);
     relu: relu(conv2d(...)), in the same pass where nothing needs a gradient; affine:
     (scale, shift), arrays of O values, for relu?(conv2d(...)) * scale + shift per output
-    channel in that pass (an eval-mode batch norm after the ReLU), only without a graph.
+    channel in that pass (an eval-mode batch norm after the ReLU), only without a graph;
+    max_pool_2x2: max_pool2d(..., 2) of all that (where the kernel's output tiles are the
+    pooling windows, the full-size map is never written).
     Returns (N, O, OH, OW), laid out as (O, OH, OW, N) in memory (see the module docstring;
     np.ascontiguousarray gives C order).
     """
@@ -423,6 +437,10 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False,
             f"conv2d: kernel {kernel} is larger than the padded input {padded} (input shape "
             f"{tuple(x.shape)}, padding {padding!r}); use a smaller kernel, more padding or "
             f"a larger input")
+    if max_pool_2x2 and min(out_length(padded[0], kernel[0], stride[0], 0, 0),
+                            out_length(padded[1], kernel[1], stride[1], 0, 0)) < 2:
+        raise ValueError(f"conv2d: max_pool_2x2 needs an output of at least 2x2; input shape "
+                         f"{tuple(x.shape)}, kernel {kernel}, padding {padding!r} give less")
     # im2col buffers and activations are megabytes, allocated and freed every step: from
     # the first convolution on, keep freed memory for the next step (see malloc.py).
     keep_freed_memory()
@@ -437,7 +455,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False,
         if len(affine) != 2 or any(a.shape != (weight.shape[0],) for a in affine):
             raise ValueError(f"conv2d: affine must be (scale, shift), each of shape "
                              f"({weight.shape[0]},) (one value per output channel)")
-    if relu and recording:
-        return activation.relu(Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads))
+    if recording and (relu or max_pool_2x2):  # the same maths as separate ops, for backward
+        out = Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads)
+        out = activation.relu(out) if relu else out
+        return max_pool2d(out, 2) if max_pool_2x2 else out
     return Conv2dOp.apply(x, weight, bias, stride=stride, padding=pads, relu=bool(relu),
-                          affine=affine)
+                          affine=affine, max_pool_2x2=bool(max_pool_2x2))

@@ -70,6 +70,24 @@ def _from_planes(a: np.ndarray, chwn: bool, batch: int) -> np.ndarray:
     return a.reshape(batch, -1, a.shape[1], a.shape[2])
 
 
+def _max_pool(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, out_hw: tuple):
+    """(the pooled (N, C, OH, OW) array, the winning taps, the planes' shape, whether x is
+    in conv2d's (C, H, W, N) memory): max pooling in x's memory order."""
+    planes, chwn = _planes(x)  # (P, H, W, L)
+    shape = (planes.shape[0], *out_hw, planes.shape[3])
+    out = empty(shape, x.dtype)
+    argmax = empty(shape, np.min_scalar_type(kernel[0] * kernel[1] - 1))
+    max_pool(planes, *kernel, *stride, *padding, out, argmax)
+    return _from_planes(out, chwn, x.shape[0]), argmax, planes.shape, chwn
+
+
+def max_pool_2x2_values(x: np.ndarray) -> np.ndarray:
+    """The 2x2 stride-2 max pool of the (N, C, H, W) array x, no graph (conv2d's
+    max_pool_2x2 where its kernel cannot do it inside)."""
+    out_hw = (x.shape[2] // 2, x.shape[3] // 2)
+    return _max_pool(x, (2, 2), (2, 2), (0, 0), out_hw)[0]
+
+
 class MaxPool2dOp(Function):
     """out = the maximum of each window; the gradient goes to the first maximal element.
 
@@ -78,15 +96,11 @@ class MaxPool2dOp(Function):
     """
 
     def forward(self, x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), out_hw=(1, 1)):
-        planes, chwn = _planes(x)  # (P, H, W, L)
-        shape = (planes.shape[0], *out_hw, planes.shape[3])
-        out = empty(shape, x.dtype)
-        argmax = empty(shape, np.min_scalar_type(kernel[0] * kernel[1] - 1))
-        max_pool(planes, *kernel, *stride, *padding, out, argmax)
+        out, argmax, planes_shape, chwn = _max_pool(x, kernel, stride, padding, out_hw)
         if self.requires_grad:
-            self.argmax, self.planes_shape, self.chwn = argmax, planes.shape, chwn
+            self.argmax, self.planes_shape, self.chwn = argmax, planes_shape, chwn
             self.window = (*kernel, *stride, *padding)
-        return _from_planes(out, chwn, x.shape[0])
+        return out
 
     def backward(self, grad):
         batch = grad.shape[0]

@@ -20,10 +20,11 @@ cheap transforms (adds only) whose cost is shared by all O (input) or all C (out
 channels. The rounding differs from the direct sum's by a few units in the last place.
 
 Everything is fused per block of tiles (one parallel task: a row of tiles, a run of
-tile columns, every sample): the transformed inputs V of the block stay in the core's L2
-cache, the products of four output channels in L1, and each output value is written
-once, bias added. Unfused, the transformed arrays would be 4x the activations and their
-traffic to memory would cost more than the multiplications saved.
+tile columns, every sample): the transformed inputs V of the block stay in the core's
+caches, the products of four output channels in L1, and each output value is written
+once, bias added (or, when a 2x2 max pool follows, only the maximum of each tile, which
+is exactly that pool's window). Unfused, the transformed arrays would be 4x the
+activations and their traffic to memory would cost more than the multiplications saved.
 
 The layout is conv3x3's (C, H, W, N), batch innermost, so every loop runs along whole
 runs of samples. The padded input comes with its columns split by parity
@@ -93,18 +94,20 @@ def pad_parity(x, top, left, xq):
 
 @serialised
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
+def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, pool, out):
     """out[o, y, x, n] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xp[c, y + i, x + j, n],
-    then rectified if relu (max(out, 0), NaN kept), then out * scale[o] + shift[o]
+    then rectified if relu (max(out, 0), NaN kept), then out * scale[o] + shift[o], then,
+    if pool, the maximum of each 2x2 tile (a 2x2 stride-2 max pool, NaN winning as in
+    max_pool), so that the full-size map is never written
 
     xq: the padded input xp split by column parity (pad_parity), (C, OH + 2, 2, OW/2 + 1, N);
     u: winograd_weights(weight), (16, O, C); bias: (O,); scale, shift: (O,), or empty for
-    none; out: (O, OH, OW * N), overwritten; OH and OW even. One parallel task per block
-    of tiles_per_block tiles of one tile row.
+    none; out: (O, OH, OW * N), or (O, OH/2, OW/2 * N) if pool, overwritten; OH and OW
+    even. One parallel task per block of tiles_per_block tiles of one tile row.
     """
     channels = xq.shape[0]
     out_channels, out_h, span = out.shape
-    tile_rows, tile_cols = out_h // 2, span // batch // 2
+    tile_rows, tile_cols = (out_h, span // batch) if pool else (out_h // 2, span // batch // 2)
     blocks = (tile_cols + tiles_per_block - 1) // tiles_per_block
     room = tiles_per_block * batch
     affine = scale.shape[0] > 0
@@ -116,6 +119,7 @@ def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
         v = np.empty((16, channels, room), xq.dtype)  # B^T d B of every input channel
         scratch = np.empty((4, 2, room + batch), xq.dtype)
         m = np.empty((4, 16, room), xq.dtype)  # the 16 products of four output channels
+        window = np.empty((4, batch), xq.dtype)  # one tile's outputs, when pooled
         for c in range(channels):
             _input_transform(xq, c, 2 * ty, first_tile, tiles, batch, scratch, v)
         for first in range(0, out_channels, 4):
@@ -126,7 +130,7 @@ def winograd3x3(xq, u, bias, relu, scale, shift, batch, tiles_per_block, out):
                 o = first + k
                 _output_transform(m, k, tiles, batch, bias[o], relu, affine,
                                   scale[o] if affine else one, shift[o] if affine else zero,
-                                  scratch, out, o, 2 * ty, 2 * first_tile * batch)
+                                  pool, scratch, window, out[o], ty, first_tile)
 
 
 @njit(inline="always")
@@ -214,10 +218,12 @@ def _four_by_eight(u, v, e, first, c, m, size, overwrite):
 
 
 @njit(inline="always")
-def _output_transform(m, k, tiles, batch, bias, relu, affine, scale, shift, scratch, out, o,
-                      row, start):
-    """out[o, row + i, start + (2t + j)*N + n] = (A^T m_k A)[i, j] + bias (rectified if relu,
-    then times scale plus shift) for each tile t of the block: A along the columns of each
+def _output_transform(m, k, tiles, batch, bias, relu, affine, scale, shift, pool, scratch,
+                      window, out, tile_row, first_tile):
+    """The 2x2 outputs (A^T m_k A) + bias, through the epilogue, of each tile t of the block
+    (tile column first_tile + t): into out (OH, OW * N) at rows 2 * tile_row + i, columns
+    2 * (first_tile + t) + j, or, if pool, through `window` (4, N) to their maximum in out
+    (OH/2, OW/2 * N) at row tile_row, column first_tile + t. A along the columns of each
     row of m[k] (long loops), then A^T down the rows, one tile column j at a time."""
     size = tiles * batch
     for a in range(4):
@@ -227,14 +233,17 @@ def _output_transform(m, k, tiles, batch, bias, relu, affine, scale, shift, scra
         for p in range(size):
             z0[p] = m0[p] + m1[p] + m2[p]
             z1[p] = m1[p] - m2[p] - m3[p]
+    zero = out.dtype.type(0)
     for t in range(tiles):
         q = t * batch
         for j in range(2):
             z0, z1 = scratch[0, j, q:q + batch], scratch[1, j, q:q + batch]
             z2, z3 = scratch[2, j, q:q + batch], scratch[3, j, q:q + batch]
-            s = start + (2 * t + j) * batch
-            y0, y1 = out[o, row, s:s + batch], out[o, row + 1, s:s + batch]
-            zero = y0.dtype.type(0)
+            if pool:  # window rows: taps (0, 0), (0, 1), (1, 0), (1, 1)
+                y0, y1 = window[j], window[2 + j]
+            else:
+                s = (2 * (first_tile + t) + j) * batch
+                y0, y1 = out[2 * tile_row, s:s + batch], out[2 * tile_row + 1, s:s + batch]
             for n in range(batch):
                 top, bottom = z0[n] + z1[n] + z2[n] + bias, z1[n] - z2[n] - z3[n] + bias
                 if relu:
@@ -242,3 +251,19 @@ def _output_transform(m, k, tiles, batch, bias, relu, affine, scale, shift, scra
                 if affine:
                     top, bottom = top * scale + shift, bottom * scale + shift
                 y0[n], y1[n] = top, bottom
+        if pool:  # max_pool's rule, taps in row-major order: a NaN wins
+            s = (first_tile + t) * batch
+            pooled = out[tile_row, s:s + batch]
+            w0, w1, w2, w3 = window[0], window[1], window[2], window[3]
+            for n in range(batch):
+                best = w0[n]
+                y = w1[n]
+                if y > best or y != y:
+                    best = y
+                y = w2[n]
+                if y > best or y != y:
+                    best = y
+                y = w3[n]
+                if y > best or y != y:
+                    best = y
+                pooled[n] = best

@@ -6,6 +6,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ..autograd import is_grad_enabled
+from ..functional.windows import pool_window
 from .activation import ReLU
 from .conv import Conv2d
 from .dropout import Dropout
@@ -19,9 +20,10 @@ class Sequential(Module):
 
     Neighbours that one op can do together run as one (fewer passes over the activations;
     never when one of them has hooks): ReLU -> MaxPool2d as MaxPool2d -> ReLU, ReLU ->
-    BatchNorm, BatchNorm -> ReLU (-> Dropout), all to the bit; and for inference (eval-mode
-    batch norms, no graph recorded) Conv2d -> BatchNorm2d (-> ReLU) and Conv2d -> ReLU ->
-    BatchNorm2d as one convolution, equal to the layers apart within float32 rounding.
+    BatchNorm, BatchNorm -> ReLU (-> Dropout), all to the bit; and for inference (no graph
+    recorded) a Conv2d with what follows it of an eval-mode BatchNorm2d, a ReLU, another
+    such batch norm and a 2x2 max pool as one convolution (`_conv_fusions`), equal to the
+    layers apart within float32 rounding.
 
     An error inside a child is re-raised with the same type and the child's position prefixed,
     e.g. "layer 3 (Conv2d): ...", so an error deep in a model says where it happened.
@@ -115,30 +117,20 @@ class Sequential(Module):
                                                 f"MaxPool2d)") from None
                 i += 2
                 continue
-            after = layers[i + 2][1] if i + 2 < len(layers) else None
-            if (type(module) is Conv2d and _folds(module, following) and not is_grad_enabled()
-                    and _fusable(module, following)):
-                # inference: Conv2d -> BatchNorm2d (-> ReLU) as one convolution, the batch
-                # norm's scale and shift folded into its weight and bias
-                relu = type(after) is ReLU and _fusable(after)
-                try:
-                    x = module(x, batch_norm=following, relu=relu)
-                except Exception as error:
-                    raise _with_location(error, f"layers {name}-{layers[i + 1][0]} (Conv2d, "
-                                                f"BatchNorm2d)") from None
-                i += 3 if relu else 2
-                continue
-            if (type(module) is Conv2d and type(following) is ReLU and _folds(module, after)
-                    and not is_grad_enabled() and _fusable(module, following, after)):
-                # inference: Conv2d -> ReLU -> BatchNorm2d as one convolution, the batch
-                # norm a scale and shift after the ReLU in the same pass
-                try:
-                    x = module(x, relu=True, batch_norm_after=after)
-                except Exception as error:
-                    raise _with_location(error, f"layers {name}-{layers[i + 2][0]} (Conv2d, "
-                                                f"ReLU, BatchNorm2d)") from None
-                i += 3
-                continue
+            if type(module) is Conv2d and not is_grad_enabled():
+                fusions, count = _conv_fusions(layers, i)
+                if count > 1:
+                    # inference: the convolution with its batch norms, ReLU and 2x2 max
+                    # pool as one op (see _conv_fusions)
+                    group = layers[i:i + count]
+                    try:
+                        x = module(x, **fusions)
+                    except Exception as error:
+                        kinds = ", ".join(type(m).__name__ for _, m in group)
+                        raise _with_location(error, f"layers {name}-{group[-1][0]} "
+                                                    f"({kinds})") from None
+                    i += count
+                    continue
             fused = {}
             if (type(module) is ReLU and isinstance(following, _BatchNorm)
                     and _fusable(module, following)):
@@ -160,6 +152,34 @@ class Sequential(Module):
                 raise _with_location(error, f"layer {name} ({type(module).__name__})") from None
             i += 1
         return x
+
+
+def _conv_fusions(layers: list, i: int) -> tuple:
+    """For the Conv2d at layers[i], in inference: (the keyword arguments of Conv2d.forward
+    that do the layers after it in its own pass, how many layers that covers, the conv
+    included). Conv2d [-> BatchNorm2d, folded into its weight and bias] [-> ReLU [->
+    BatchNorm2d, a scale and shift after the ReLU]] [-> MaxPool2d 2x2 stride 2], each as far
+    as the layers match and have no hooks."""
+    conv = layers[i][1]
+    fusions, k = {}, i + 1
+
+    def following():
+        module = layers[k][1] if k < len(layers) else None
+        return module if module is not None and _fusable(module) else None
+
+    if not _fusable(conv):
+        return fusions, 1
+    if _folds(conv, following()):
+        fusions["batch_norm"], k = following(), k + 1
+    if type(following()) is ReLU:
+        fusions["relu"], k = True, k + 1
+        if "batch_norm" not in fusions and _folds(conv, following()):
+            fusions["batch_norm_after"], k = following(), k + 1
+    pool = following()
+    if type(pool) is MaxPool2d and pool_window(pool.kernel_size, pool.stride, pool.padding,
+                                               "MaxPool2d") == ((2, 2), (2, 2), (0, 0)):
+        fusions["max_pool_2x2"], k = True, k + 1
+    return fusions, k - i
 
 
 def _folds(conv: Conv2d, following) -> bool:

@@ -38,12 +38,14 @@ class Conv2d(Module):
     def reset_parameters(self, rng):
         _default_reset_(self.weight, self.bias, _as_generator(rng))
 
-    def forward(self, x, batch_norm=None, relu: bool = False, batch_norm_after=None):
-        """Inference fusions (Sequential's, where no gradient is recorded), each an eval-mode
-        BatchNorm2d with running statistics: batch_norm, that layer applied to this one's
-        output, folded into the weight and bias; relu=True: the ReLU of the result, in the
-        same pass where the kernels can; batch_norm_after: that layer applied after the
-        ReLU, as a scale and shift in the same pass."""
+    def forward(self, x, batch_norm=None, relu: bool = False, batch_norm_after=None,
+                max_pool_2x2: bool = False):
+        """Inference fusions (Sequential's, where no gradient is recorded), batch_norm and
+        batch_norm_after each an eval-mode BatchNorm2d with running statistics: batch_norm,
+        that layer applied to this one's output, folded into the weight and bias; relu=True:
+        the ReLU of the result, in the same pass where the kernels can; batch_norm_after: that
+        layer applied after the ReLU, as a scale and shift in the same pass; max_pool_2x2:
+        then a 2x2 stride-2 max pool (see F.conv2d)."""
         shape = _shape(x)
         if len(shape) != 4 or shape[1] != self.in_channels:
             raise ValueError(f"{_label(self)}: expected input of shape (N, {self.in_channels}, H, W), "
@@ -60,7 +62,7 @@ class Conv2d(Module):
         if batch_norm_after is not None:
             affine = batch_norm_after.eval_scale_shift()
         return F.conv2d(x, weight, bias, stride=self.stride, padding=self.padding, relu=relu,
-                        affine=affine)
+                        affine=affine, max_pool_2x2=max_pool_2x2)
 
     def multiply_adds(self, input_shape, output_shape):
         kh, kw = self.kernel_size
