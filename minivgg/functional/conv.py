@@ -295,9 +295,13 @@ def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
 # output must split into 2x2 tiles (even OH and OW); other layers keep their
 # training-time path (airbench94's, on 31x31 to 3x3 maps, all do).
 WINOGRAD_MIN_C = 16
-# Positions (tiles x samples) per parallel task: its transformed inputs, 64 bytes per
-# position and input channel, then take about WINOGRAD_BLOCK_BYTES of the core's L2 cache.
-WINOGRAD_BLOCK_BYTES = 1 << 20
+# Positions (tiles x samples) per parallel task: the products' loops run along them, and
+# longer loops won over keeping the block's transformed inputs (64 bytes per position and
+# input channel) inside L2, up to about a thousand positions on the 32- and 64-channel
+# layers (the commit that set these has the figures); the transformed inputs are kept
+# under WINOGRAD_BLOCK_BYTES for wider layers.
+WINOGRAD_BLOCK_POSITIONS = 1024
+WINOGRAD_BLOCK_BYTES = 4 << 20
 
 
 def _bias_or_zeros(bias, out_channels: int, dtype) -> np.ndarray:
@@ -316,9 +320,11 @@ def use_winograd(channels: int, kernel: tuple, stride: tuple, out_size: tuple) -
 
 
 def winograd_block(channels: int, batch: int, tile_rows: int, tile_cols: int) -> int:
-    """Tiles per parallel task of winograd3x3: as many as fit WINOGRAD_BLOCK_BYTES, but
-    never fewer tasks than two per thread when the layer has that many tile columns."""
-    tiles = max(1, min(tile_cols, WINOGRAD_BLOCK_BYTES // (64 * channels * batch)))
+    """Tiles per parallel task of winograd3x3: WINOGRAD_BLOCK_POSITIONS positions, within
+    WINOGRAD_BLOCK_BYTES of transformed inputs, but never fewer tasks than two per thread
+    when the layer has that many tile columns."""
+    tiles = max(1, min(tile_cols, WINOGRAD_BLOCK_POSITIONS // batch,
+                       WINOGRAD_BLOCK_BYTES // (64 * channels * batch)))
     wanted = 2 * start_threads()
     while tiles > 1 and tile_rows * -(-tile_cols // tiles) < wanted:
         tiles -= 1
