@@ -117,6 +117,24 @@ def test_linear_gradcheck_and_torch(torch, bias):
                             grad, rtol=1e-6, atol=1e-6, grad_rtol=1e-5, grad_atol=1e-6)
 
 
+def test_linear_on_a_flattened_conv_output_matches_c_order_and_gradchecks(torch):
+    """An input in conv2d's memory order, flattened ((N, F) over (F, N) memory), takes the
+    W @ x.T product: the same values as a C-ordered copy, and gradients that check."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 6)).T  # (6, 40) whose memory is (40, 6)
+    assert x.T.flags.c_contiguous and not x.flags.c_contiguous
+    w, b = rng.standard_normal((7, 40)), rng.standard_normal(7)
+    gradcheck(F.linear, x, w, b)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    x32 = np.ascontiguousarray(x32.T).T
+    ours = F.linear(x32, w32, b32).data
+    np.testing.assert_allclose(ours, F.linear(np.ascontiguousarray(x32), w32, b32).data,
+                               rtol=1e-6, atol=1e-6)
+    theirs = torch.nn.functional.linear(*(torch.tensor(np.ascontiguousarray(a))
+                                          for a in (x32, w32, b32))).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
 def test_linear_gradient_only_for_parameters():
     """The input needs no gradient (a first layer): weight and bias still get theirs."""
     x = np.ones((2, 3), np.float32)
