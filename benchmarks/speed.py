@@ -351,7 +351,7 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
         return images * calls[name] / timed["seconds"], load.cores(timed["cpu_s"]) or 0.0
 
     samples = {name: [] for name in names}
-    others, retried, noisy, slow_phase = [], 0, 0, 0
+    pair_ratios, others, retried, noisy, slow_phase = [], [], 0, 0, 0
     deadline = time.perf_counter() + timing.max_wait
     while len(others) < reps:
         if timing.max_wait > 0 and not wait_for_two_cores(0.0):
@@ -369,11 +369,15 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
             noisy += 1
         for name, (rate, _) in pair.items():
             samples[name].append(rate)
+        pair_ratios.append(pair["minivgg"][0] / pair["torch"][0])
         others.append(load)
     result = {name: {"median": statistics.median(s), "samples": s, "calls_per_block": calls[name]}
               for name, s in samples.items()}
-    result["ratio"] = result["minivgg"]["median"] / result["torch"]["median"]
-    result.update(other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy,
+    # the ratio within each pair: its two blocks run back to back, so a slow phase of the
+    # machine that lasts several pairs touches both sides of the ratios it spans
+    result.update(ratio=statistics.median(pair_ratios), pair_ratios=pair_ratios,
+                  ratio_of_medians=result["minivgg"]["median"] / result["torch"]["median"],
+                  other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy,
                   slow_phase_waits=slow_phase)
     return result
 
@@ -653,7 +657,11 @@ def method(timing: dict) -> list:
             "`--min-time` seconds after a warm-up; the figures are medians over "
             f"{timing['reps']} pairs of training blocks and {timing['infer_reps']} of inference "
             f"blocks (at most {timing['slow_reps']} for configurations whose step takes over "
-            f"{timing['slow_step']} s). Ratio = minivgg / PyTorch.",
+            f"{timing['slow_step']} s). Ratio = the median over the pairs of minivgg / "
+            "PyTorch within the pair (the img/s columns are each framework's median): the two "
+            "blocks of a pair run back to back, so a slow phase of the machine (below) that "
+            "spans several pairs weighs on both sides of their ratios, where a ratio of the "
+            "two medians could pair one side's slow blocks with the other's fast ones.",
             "- The two cores are shared: when another process takes one core, both libraries "
             "slow down several-fold (their 2-thread pools wait on each other), so each block "
             "records the cores other processes used during it (from /proc/stat minus this "

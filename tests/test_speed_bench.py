@@ -237,7 +237,12 @@ def test_smoke_run_writes_json_and_section(tmp_path, torch):
     assert (row["model"], row["batch"]) == ("mnist_5k", 16)
     for kind in ("train", "infer"):
         assert row[kind]["minivgg"]["median"] > 0 and row[kind]["torch"]["median"] > 0
-        assert np.isclose(row[kind]["ratio"], row[kind]["minivgg"]["median"] / row[kind]["torch"]["median"])
+        timed = row[kind]
+        pairs = [ours / theirs for ours, theirs in zip(timed["minivgg"]["samples"],
+                                                        timed["torch"]["samples"])]
+        assert np.allclose(timed["pair_ratios"], pairs) and timed["ratio"] == np.median(pairs)
+        assert np.isclose(timed["ratio_of_medians"],
+                          timed["minivgg"]["median"] / timed["torch"]["median"])
     assert row["memory"]["minivgg"]["delta_mib"] >= 0 and row["memory"]["torch"]["delta_mib"] >= 0
     assert data["gemm"]["numpy"] > 0 and data["ceiling_gflops"] >= data["gemm"]["numpy"]
     text = markdown.read_text()
