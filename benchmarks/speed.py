@@ -164,6 +164,8 @@ class Timing:
     """How blocks are timed (see `alternate`); the fields with a help text are options."""
     reps: int = _option(7, "timed training blocks per framework")
     infer_reps: int = _option(5, "timed inference blocks per framework")
+    visits: int = _option(2, "sweeps over the configurations, each taking its share of a "
+                             "configuration's pairs")
     min_time: float = _option(0.3, "seconds per timed block at least")
     pause: float = _option(0.15, "idle seconds before each block")
     quiet_threshold: float = _option(0.15, "retry a pair of blocks during which other "
@@ -332,7 +334,8 @@ def wait_for_two_cores(max_wait: float) -> bool:
 
 
 def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: int) -> dict:
-    """Time blocks of the workers' steps in turn; per framework, the images/s of each block.
+    """Time `reps` pairs of blocks of the workers' steps, taking turns (one visit of a
+    configuration); per framework, the images/s of each block, and each pair's ratio.
     Method's second point: alternating pairs, a pause before each block, and a pair that other
     processes disturbed (over `quiet_threshold` cores) measured again for up to `max_wait` s."""
     names = list(workers)
@@ -342,7 +345,8 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
         elapsed = worker.ask(op="steps", calls=1, **request)["seconds"]
         slowest = max(slowest, elapsed)
         calls[name] = max(1, math.ceil(timing.min_time / max(elapsed, 1e-6)))
-    reps = min(reps, timing.slow_reps) if slowest > timing.slow_step else reps
+    if slowest > timing.slow_step:
+        reps = min(reps, math.ceil(timing.slow_reps / timing.visits))
 
     def block(name):
         time.sleep(timing.pause)
@@ -371,15 +375,33 @@ def alternate(workers: dict, request: dict, images: int, timing: Timing, reps: i
             samples[name].append(rate)
         pair_ratios.append(pair["minivgg"][0] / pair["torch"][0])
         others.append(load)
-    result = {name: {"median": statistics.median(s), "samples": s, "calls_per_block": calls[name]}
-              for name, s in samples.items()}
+    return {"samples": samples, "pair_ratios": pair_ratios, "others": others, "calls": calls,
+            "retried_pairs": retried, "noisy_pairs": noisy, "slow_phase_waits": slow_phase}
+
+
+def summarise(visits: list) -> dict:
+    """A configuration's figures from its visits: per framework the median images/s of all
+    its blocks; the ratio is the median of all pairs' ratios (method's first point)."""
+    result = {}
+    for name in visits[0]["samples"]:
+        samples = [rate for visit in visits for rate in visit["samples"][name]]
+        result[name] = {"median": statistics.median(samples), "samples": samples,
+                        "calls_per_block": [visit["calls"][name] for visit in visits]}
     # the ratio within each pair: its two blocks run back to back, so a slow phase of the
     # machine that lasts several pairs touches both sides of the ratios it spans
+    pair_ratios = [ratio for visit in visits for ratio in visit["pair_ratios"]]
     result.update(ratio=statistics.median(pair_ratios), pair_ratios=pair_ratios,
                   ratio_of_medians=result["minivgg"]["median"] / result["torch"]["median"],
-                  other_cores=max(others), retried_pairs=retried, noisy_pairs=noisy,
-                  slow_phase_waits=slow_phase)
+                  pairs_per_visit=[len(visit["pair_ratios"]) for visit in visits],
+                  other_cores=max(load for visit in visits for load in visit["others"]))
+    for counter in ("retried_pairs", "noisy_pairs", "slow_phase_waits"):
+        result[counter] = sum(visit[counter] for visit in visits)
     return result
+
+
+def visit_share(pairs: int, visit: int, visits: int) -> int:
+    """How many of a configuration's `pairs` the visit-th of `visits` visits takes."""
+    return pairs // visits + (1 if visit < pairs % visits else 0)
 
 
 # ---- peak memory, in a fresh child process per configuration --------------------------------
@@ -458,8 +480,21 @@ def measure(args, argv: list) -> dict:
                 "torch": workers["torch"].ask(op="gemm", n=args.gemm_size, repeat=5)["torch"]}
         print(f"float32 GEMM {gemm['n']}x{gemm['n']}: NumPy {gemm['numpy']:.1f} GFLOP/s, "
               f"PyTorch {gemm['torch']:.1f} GFLOP/s")
-        results = [measure_row(workers, model_name, batch, timing, not args.no_memory)
-                   for model_name in args.models for batch in args.batch_sizes]
+        configurations = [(model_name, batch) for model_name in args.models
+                          for batch in args.batch_sizes]
+        visits = {key: {"train": [], "infer": []} for key in configurations}
+        for visit in range(timing.visits):  # a slow phase of the machine meets one visit
+            for model_name, batch in configurations:
+                request = {"model": model_name, "batch": batch}
+                for mode, pairs in (("train", timing.reps), ("infer", timing.infer_reps)):
+                    share = visit_share(pairs, visit, timing.visits)
+                    if share:
+                        done = alternate(workers, {**request, "mode": mode}, batch, timing, share)
+                        visits[model_name, batch][mode].append(done)
+                        print(f"visit {visit + 1}: {model_name} b{batch} {mode} pair ratios "
+                              + " ".join(f"{r:.2f}" for r in done["pair_ratios"]), flush=True)
+        results = [measure_row(model_name, batch, visits[model_name, batch], not args.no_memory)
+                   for model_name, batch in configurations]
     finally:
         for worker in workers.values():
             worker.close()
@@ -471,13 +506,12 @@ def measure(args, argv: list) -> dict:
             "results": results}
 
 
-def measure_row(workers: dict, model_name: str, batch: int, timing: Timing, memory: bool) -> dict:
-    """One model at one batch size: training and inference taking turns, then peak memory."""
+def measure_row(model_name: str, batch: int, visits: dict, memory: bool) -> dict:
+    """One model at one batch size: the figures of its training and inference visits, then
+    its peak memory."""
     model = build(model_name, seed=0)
     flops = count_flops(model, input_shape(model_name))
-    request = {"model": model_name, "batch": batch}
-    train = alternate(workers, {**request, "mode": "train"}, batch, timing, timing.reps)
-    infer = alternate(workers, {**request, "mode": "infer"}, batch, timing, timing.infer_reps)
+    train, infer = summarise(visits["train"]), summarise(visits["infer"])
     row = {"model": model_name, "dataset": MODELS[model_name].default_dataset,
            "params": model.num_parameters(), "batch": batch,
            "target": training_target(model_name, batch),
@@ -656,8 +690,11 @@ def method(timing: dict) -> list:
             "and the two take turns (AB, BA, AB, ...), each block of steps lasting at least "
             "`--min-time` seconds after a warm-up; the figures are medians over "
             f"{timing['reps']} pairs of training blocks and {timing['infer_reps']} of inference "
-            f"blocks (at most {timing['slow_reps']} for configurations whose step takes over "
-            f"{timing['slow_step']} s). Ratio = the median over the pairs of minivgg / "
+            f"blocks (at most {math.ceil(timing['slow_reps'] / timing.get('visits', 1))} per "
+            f"sweep for configurations whose step takes over {timing['slow_step']} s), taken "
+            f"in {timing.get('visits', 1)} sweeps over all "
+            "configurations, each sweep taking its share of each configuration's pairs, so "
+            "that a slow phase of the machine lasting a minute meets one share. Ratio = the median over the pairs of minivgg / "
             "PyTorch within the pair (the img/s columns are each framework's median): the two "
             "blocks of a pair run back to back, so a slow phase of the machine (below) that "
             "spans several pairs weighs on both sides of their ratios, where a ratio of the "

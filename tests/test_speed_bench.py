@@ -271,6 +271,28 @@ def test_ab_step_times_two_trees_and_names_a_bad_revision(tmp_path):
     assert bad.returncode != 0 and "'no-such-revision' is not a revision" in bad.stderr
 
 
+def test_visits_share_the_pairs_and_summarise_pools_them():
+    assert [speed.visit_share(7, v, 2) for v in range(2)] == [4, 3]
+    assert [speed.visit_share(5, v, 2) for v in range(2)] == [3, 2]
+    assert [speed.visit_share(1, v, 2) for v in range(2)] == [1, 0]
+
+    def visit(ours, theirs, others):
+        return {"samples": {"minivgg": ours, "torch": theirs}, "calls": {"minivgg": 3, "torch": 2},
+                "pair_ratios": [a / b for a, b in zip(ours, theirs)], "others": others,
+                "retried_pairs": 1, "noisy_pairs": 0, "slow_phase_waits": 2}
+    # the second visit meets a phase that halves minivgg's blocks and slows PyTorch's less
+    fast, slow = visit([200.0, 210.0, 190.0], [100.0, 100.0, 100.0], [0.01, 0.02, 0.0]), \
+        visit([100.0, 105.0], [80.0, 84.0], [0.05, 0.01])
+    summary = speed.summarise([fast, slow])
+    assert summary["minivgg"]["samples"] == [200.0, 210.0, 190.0, 100.0, 105.0]
+    assert summary["minivgg"]["median"] == 190.0 and summary["torch"]["median"] == 100.0
+    assert summary["pair_ratios"] == pytest.approx([2.0, 2.1, 1.9, 1.25, 1.25])
+    assert summary["ratio"] == pytest.approx(1.9) and summary["ratio_of_medians"] == 1.9
+    assert summary["pairs_per_visit"] == [3, 2] and summary["other_cores"] == 0.05
+    assert summary["minivgg"]["calls_per_block"] == [3, 3]
+    assert (summary["retried_pairs"], summary["noisy_pairs"], summary["slow_phase_waits"]) == (2, 0, 4)
+
+
 def test_two_core_probe_and_the_wait_for_a_slow_phase_to_pass(monkeypatch):
     speedup = speed.two_thread_speedup(iterations=200_000)
     assert 0.5 < speedup < 2.5  # two chains: at most 2x faster on two threads
