@@ -164,7 +164,7 @@ class Timing:
     """How blocks are timed (see `alternate`); the fields with a help text are options."""
     reps: int = _option(7, "timed training blocks per framework")
     infer_reps: int = _option(5, "timed inference blocks per framework")
-    visits: int = _option(2, "sweeps over the configurations, each taking its share of a "
+    visits: int = _option(3, "sweeps over the configurations, each taking its share of a "
                              "configuration's pairs")
     min_time: float = _option(0.3, "seconds per timed block at least")
     pause: float = _option(0.15, "idle seconds before each block")
@@ -694,7 +694,8 @@ def method(timing: dict) -> list:
             f"sweep for configurations whose step takes over {timing['slow_step']} s), taken "
             f"in {timing.get('visits', 1)} sweeps over all "
             "configurations, each sweep taking its share of each configuration's pairs, so "
-            "that a slow phase of the machine lasting a minute meets one share. Ratio = the median over the pairs of minivgg / "
+            "that a slow phase of the machine lasting minutes meets one share, fewer than half "
+            "of the pairs. Ratio = the median over the pairs of minivgg / "
             "PyTorch within the pair (the img/s columns are each framework's median): the two "
             "blocks of a pair run back to back, so a slow phase of the machine (below) that "
             "spans several pairs weighs on both sides of their ratios, where a ratio of the "
