@@ -172,6 +172,39 @@ def test_elementwise_kernels_same_bits_for_any_thread_count():
                             lambda: (g, x, np.empty_like(x)), outputs=[2]))
     _assert_all_equal(_runs(elementwise.dropout,
                             lambda: (x, key, threshold, scale, np.empty_like(x)), outputs=[4]))
+    alpha = np.float32(0.7)
+    _assert_all_equal(_runs(elementwise.elu_float32, lambda: (x, alpha, np.empty_like(x)),
+                            outputs=[2]))
+    _assert_all_equal(_runs(elementwise.elu_backward_float32,
+                            lambda: (g, x, alpha, np.empty_like(x)), outputs=[3]))
+
+
+def test_elu_float32_exponential_rounds_like_float64():
+    """ELU's own float32 exponential (kernels/elementwise.py): outputs within a unit in the
+    last place of float64's expm1 rounded to float32, gradients within two (exp rounded,
+    then times alpha), over the whole range where they are not 0 or -1; NaN, infinities
+    and -0.0 as the NumPy formula gives them."""
+    from minivgg.kernels import elementwise
+    x = np.concatenate([np.linspace(-110, 2, 400_001), -np.logspace(-45, 2, 20_001)]).astype(
+        np.float32)
+    special = np.float32([np.nan, -np.inf, np.inf, -0.0, 0.0, -1e-45])
+    x = np.concatenate([x, special])
+    alpha = np.float32(1.3)
+    out, dx, ones = np.empty_like(x), np.empty_like(x), np.ones_like(x)
+    elementwise.elu_float32(x, alpha, out)
+    elementwise.elu_backward_float32(ones, x, alpha, dx)
+    x64 = np.minimum(x.astype(np.float64), 0)
+    with np.errstate(invalid="ignore"):
+        expected = np.where(x > 0, x, np.float32(alpha) * np.expm1(x64).astype(np.float32))
+        expected_dx = np.where(x > 0, 1.0, np.float32(alpha) * np.exp(x64).astype(np.float32))
+    finite = np.isfinite(expected)
+    ulp = np.spacing(np.abs(expected[finite]).astype(np.float32)).astype(np.float64)
+    assert (np.abs(out[finite] - expected[finite]) <= ulp).all()
+    ulp_dx = np.spacing(np.abs(expected_dx[finite]).astype(np.float32)).astype(np.float64)
+    assert (np.abs(dx[finite] - expected_dx[finite]) <= 2 * ulp_dx).all()
+    np.testing.assert_array_equal(out[-6:], [np.nan, -alpha, np.inf, -0.0, 0.0, -1e-45 * alpha])
+    assert np.signbit(out[-3]) and not np.signbit(out[-2])
+    np.testing.assert_array_equal(dx[-6:], [np.nan, 0.0, 1.0, alpha, alpha, alpha])
 
 
 def test_dropout_bits_are_splitmix64():

@@ -45,11 +45,15 @@ class ELUOp(Function):
         alpha = x.dtype.type(alpha)
         if self.requires_grad:
             self.x, self.alpha = x, alpha
+        if x.dtype == np.float32:  # one compiled pass, its exponential inside
+            return elementwise(kernels.elu_float32, (x,), alpha)
         # exp of the positive side is never used: clamping it avoids overflow warnings
         negative = np.minimum(x, 0)
         return elementwise(kernels.elu, (x, np.expm1(negative, out=negative)), alpha)
 
     def backward(self, grad):
+        if self.x.dtype == np.float32 and grad.dtype == np.float32:
+            return (elementwise(kernels.elu_backward_float32, (grad, self.x), self.alpha),)
         negative = np.minimum(self.x, 0)
         return (elementwise(kernels.elu_backward,
                             (grad, self.x, np.exp(negative, out=negative)), self.alpha),)
