@@ -773,6 +773,17 @@ def _eval_model_with_statistics(build, seed):
     return model.eval()
 
 
+def _assert_matches_eval_twin(torch, model, x, *outputs):
+    """Each of outputs equals model's PyTorch twin in eval mode on x, within conv2d's
+    float32 tolerance."""
+    twin = to_torch(model).eval()
+    with torch.no_grad():
+        theirs = twin(torch.tensor(x)).numpy()
+    for ours in outputs:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5,
+                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+
+
 @pytest.mark.parametrize("channels", [3, 16])  # the direct kernel, then Winograd
 def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, channels):
     """Under no_grad, eval-mode Conv2d -> BatchNorm2d (-> ReLU) runs as one convolution with
@@ -801,12 +812,7 @@ def test_sequential_folds_conv_batchnorm_relu_for_inference(torch, monkeypatch, 
     assert len(folds) == 2 and len(afters) == 4
     apart = model(Tensor(x)).data  # a graph is recorded: each layer on its own
     assert len(folds) == 2
-    twin = to_torch(model).eval()
-    with torch.no_grad():
-        theirs = twin(torch.tensor(x)).numpy()
-    for ours in (folded, apart):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5,
-                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+    _assert_matches_eval_twin(torch, model, x, folded, apart)
 
 
 def test_sequential_runs_a_following_2x2_max_pool_inside_the_conv_for_inference(torch,
@@ -830,12 +836,7 @@ def test_sequential_runs_a_following_2x2_max_pool_inside_the_conv_for_inference(
     assert not pools
     apart = model(Tensor(x)).data  # a graph is recorded: each layer on its own
     assert len(pools) == 3
-    twin = to_torch(model).eval()
-    with torch.no_grad():
-        theirs = twin(torch.tensor(x)).numpy()
-    for ours in (fused, apart):
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5,
-                                   atol=1e-5 * max(float(np.abs(theirs).max()), 1.0))
+    _assert_matches_eval_twin(torch, model, x, fused, apart)
     pools.clear()
     model[3].register_forward_hook(lambda *args: None)
     other = _eval_model_with_statistics(lambda: build(pool=3), 8)
