@@ -1,6 +1,6 @@
-"""The paths conv2d, pooling and batch_norm take only for larger arrays, on small ones.
+"""The paths conv2d and pooling take only for larger arrays, on small ones.
 
-im2col, col2im and batch_norm work through blocks of ~BLOCK_BYTES (one block for the
+im2col, col2im and the row unfolding work through blocks of ~BLOCK_BYTES (one block for the
 small arrays of the other tests). Here the blocks are shrunk to one row or channel, so
 every such path is checked against a gradient check and against the whole-array path.
 ELU and LeakyReLU select branch-free: exactly the two-branch values.
@@ -10,7 +10,7 @@ import pytest
 
 import minivgg
 import minivgg.functional as F
-from minivgg.functional import conv, norm, windows
+from minivgg.functional import conv, windows
 from conftest import gradcheck
 
 
@@ -18,7 +18,6 @@ from conftest import gradcheck
 def tiny_blocks(monkeypatch):
     monkeypatch.setattr(windows, "BLOCK_BYTES", 1)
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
-    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
 
 
 def _outputs_and_grads(fn, *arrays):
@@ -51,19 +50,9 @@ def test_one_row_blocks_equal_whole_arrays(monkeypatch):
     whole = _outputs_and_grads(_zoo_block, *arrays)
     monkeypatch.setattr(windows, "BLOCK_BYTES", 1)
     monkeypatch.setattr(conv, "BLOCK_BYTES", 1)
-    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
     blocked = _outputs_and_grads(_zoo_block, *arrays)
     for a, b in zip(blocked, whole):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-
-
-def test_batch_norm_eval_in_blocks_equals_whole(monkeypatch):
-    x = conv.from_chwn(np.random.default_rng(1).standard_normal((3, 4, 4, 5)).astype(np.float32))
-    mean, var = np.arange(3, dtype=np.float32), np.full(3, 2.0, np.float32)
-    whole = F.batch_norm(x, mean, var, training=False).data
-    monkeypatch.setattr(norm, "BLOCK_BYTES", 1)
-    np.testing.assert_allclose(F.batch_norm(x, mean, var, training=False).data, whole,
-                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.7, 2.5, -0.5])

@@ -106,10 +106,11 @@ def test_batch_norm_same_bits_for_any_thread_count(relu_before, relu_after, drop
     if dropout:
         assert 0.3 < np.mean(out == 0) < 0.8
 
-    def backward_args():
-        return (x, dy, out, w, mean, invstd, relu_before, relu_after, drop[2], np.empty_like(x),
-                np.empty(5, np.float32), np.empty(5, np.float32))
-    _assert_all_equal(_runs(norm.batch_norm_backward, backward_args, [9, 10, 11]))
+    for batch_stats in (True, False):  # training's gradient, eval's
+        def backward_args():
+            return (x, dy, out, w, mean, invstd, batch_stats, relu_before, relu_after, drop[2],
+                    np.empty_like(x), np.empty(5, np.float32), np.empty(5, np.float32))
+        _assert_all_equal(_runs(norm.batch_norm_backward, backward_args, [10, 11, 12]))
 
 
 @pytest.mark.parametrize("window", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1)])

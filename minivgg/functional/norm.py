@@ -14,23 +14,9 @@ from .malloc import empty
 __all__ = ["batch_norm", "layer_norm"]
 
 
-# ---- per-channel reductions over a 3-D view -----------------------------------------
 # BatchNorm works on a 3-D view of its input whose last axis is contiguous in memory and
 # whose channel axis is `axis`: (N, C, M) for C-ordered input (axis 1), (C, H*W, N) for the
-# (C, H, W, N) memory behind conv2d's outputs (axis 0). einsum sums each row of the
-# contiguous last axis without a temporary array (a product is summed in the same loop);
-# the row sums are then added in float64 (a few thousand values: cheap), which keeps
-# float32 sums of millions of values accurate to ~1e-7 whichever the layout.
-
-def _channel_sum(a: np.ndarray, axis: int) -> np.ndarray:
-    """sum of a 3-D `a` over every axis but the channel axis -> (C,)"""
-    return np.einsum("ijk->ij", a).sum(axis=1 - axis, dtype=np.float64).astype(a.dtype)
-
-
-def _channel_dot(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
-    """sum of a * b (both 3-D) over every axis but the channel axis -> (C,)"""
-    return np.einsum("ijk,ijk->ij", a, b).sum(axis=1 - axis, dtype=np.float64).astype(a.dtype)
-
+# (C, H, W, N) memory behind conv2d's outputs (axis 0); the kernels take it channel first.
 
 def _channel_rows(x: np.ndarray) -> tuple:
     """(N, C), (N, C, L) or (N, C, H, W) -> (3-D view, channel axis); see above."""
@@ -55,26 +41,6 @@ def _restore(rows: np.ndarray, shape: tuple, axis: int) -> np.ndarray:
     return rows.reshape(shape)
 
 
-def _per_channel(v: np.ndarray, axis: int) -> np.ndarray:
-    """(C,) -> (C, 1, 1) or (1, C, 1): broadcasts against a 3-D view whose channel axis is axis."""
-    return v.reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
-
-
-# (C, H*W, N) views are processed a group of channels at a time: a group's statistics
-# need only its own values, so each block is read from memory once and its further passes
-# (centre, residual, variance, scale, shift; the same in backward) run in the core's cache.
-BLOCK_BYTES = 1024 * 1024
-
-
-def _blocks(rows: np.ndarray, axis: int) -> list:
-    """Slices of rows' first axis to process in turn: channel groups of about BLOCK_BYTES
-    when the channel axis is first, else the whole array at once."""
-    if axis != 0:
-        return [slice(None)]
-    step = max(1, BLOCK_BYTES // max(rows[0].nbytes, 1))
-    return [slice(c, c + step) for c in range(0, rows.shape[0], step)]
-
-
 def _channels_first(rows: np.ndarray, axis: int) -> np.ndarray:
     """A 3-D view with its channel axis `axis` as the (C, R, L) view the kernels take."""
     return rows if axis == 0 else rows.transpose(1, 0, 2)
@@ -86,11 +52,11 @@ class BatchNorm(Function):
     Training normalises with the batch statistics (biased variance) and updates the
     running statistics in place (unbiased variance), as PyTorch does; eval normalises
     with the running statistics. Backward recomputes x - mean from x (kept anyway when a
-    ReLU comes before) rather than keeping it: one activation less in memory, and the
-    recomputation runs in cache, block by block. With relu=True the input is max(x, 0),
-    formed block by block in forward and again in backward; x is what is kept. With
-    relu_after=True the output is max(y, 0), clamped block by block in place: y never
-    exists as a tensor of its own, and the output is kept for the gradient mask.
+    ReLU comes before) rather than keeping it: one activation less in memory. With
+    relu=True the input is max(x, 0), formed in forward and again in backward; x is what
+    is kept. With relu_after=True the output is max(y, 0): y never exists as a tensor of
+    its own, and the output is kept for the gradient mask. Both modes' backward is
+    kernels/norm.py's, eval's without the batch statistics' terms.
     """
 
     def forward(self, x, weight, bias, running_mean=None, running_var=None,
@@ -98,12 +64,11 @@ class BatchNorm(Function):
                 dropout=None):
         rows, axis = _channel_rows(x)  # 3-D view, channel axis `axis`
         self.training, self.weight, self.axis, self.relu = training, weight, axis, relu
-        self.out = None
         self.drop_scale = 0.0 if dropout is None else dropout[2]
+        out = empty(rows.shape, rows.dtype)
+        out_view = _channels_first(out, axis)
         if training:
             channels = rows.shape[axis]
-            out = empty(rows.shape, rows.dtype)
-            out_view = _channels_first(out, axis)
             if dropout is not None:  # (key, threshold, scale): the index of (c, r, n) in memory
                 stride_c, stride_r, _ = (step // out.itemsize for step in out_view.strides)
                 dropout = (*dropout, stride_c, stride_r)
@@ -119,46 +84,19 @@ class BatchNorm(Function):
             if running_var is not None:
                 unbiased = (var * (count / (count - 1))).astype(rows.dtype)
                 running_var[...] = momentum * unbiased + (1 - momentum) * running_var
-            if self.requires_grad:
-                self.rows, self.mean, self.invstd = rows, mean, invstd
-                self.out = out if relu_after else None
-            return _restore(out, x.shape, axis)
-
-        mean = running_mean.astype(x.dtype, copy=False)
-        invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
-        scale = invstd if weight is None else invstd * weight  # (C,)
-        shift = -mean * scale if bias is None else bias - mean * scale
-        out = empty(rows.shape, rows.dtype)
-        batch_norm_affine(_channels_first(rows, axis), scale, shift, relu, relu_after,
-                          _channels_first(out, axis))
+        else:
+            mean = running_mean.astype(x.dtype, copy=False)
+            invstd = 1.0 / np.sqrt(running_var.astype(x.dtype, copy=False) + eps)
+            scale = invstd if weight is None else invstd * weight  # (C,)
+            shift = -mean * scale if bias is None else bias - mean * scale
+            batch_norm_affine(_channels_first(rows, axis), scale, shift, relu, relu_after,
+                              out_view)
         if self.requires_grad:
-            self.rows, self.mean, self.invstd = rows, mean, invstd
-            self.out = out if relu_after else None
+            self.rows, self.out = rows, out if relu_after else None
+            self.mean, self.invstd = mean.astype(np.float64), invstd.astype(np.float64)
         return _restore(out, x.shape, axis)
 
     def backward(self, grad):
-        if self.training:
-            return self._backward_training(grad)
-        need_x, need_w, need_b = self.needs_input_grad
-        axis = self.axis
-        dy = _in_layout(grad, self.rows, axis)  # 3-D, laid out as forward's input
-        if self.out is not None:  # relu_after: the ReLU's mask first
-            dy = dy * (self.out > 0)
-        gb = _channel_sum(dy, axis) if need_b else None
-        gw = gx = None
-        rows = np.maximum(self.rows, 0) if self.relu else self.rows
-        if need_w:
-            centred = rows - _per_channel(self.mean, axis)
-            gw = _channel_dot(dy, centred, axis) * self.invstd
-        if need_x:
-            scale = self.invstd if self.weight is None else self.invstd * self.weight
-            gx = dy * _per_channel(scale, axis)
-            if self.relu:
-                gx *= self.rows > 0
-            gx = _restore(gx, grad.shape, axis)
-        return gx, gw, gb
-
-    def _backward_training(self, grad):
         need_x, need_w, need_b = self.needs_input_grad
         rows, axis = self.rows, self.axis
         dy = _in_layout(grad, rows, axis)  # 3-D, laid out as forward's input
@@ -169,8 +107,8 @@ class BatchNorm(Function):
         out = rows if self.out is None else self.out  # only read when relu_after
         batch_norm_backward(
             _channels_first(rows, axis), _channels_first(dy, axis), _channels_first(out, axis),
-            weight, self.mean, self.invstd, self.relu, self.out is not None, self.drop_scale,
-            _channels_first(gx, axis) if need_x else gx, sum_dy_xhat, sum_dy)
+            weight, self.mean, self.invstd, self.training, self.relu, self.out is not None,
+            self.drop_scale, _channels_first(gx, axis) if need_x else gx, sum_dy_xhat, sum_dy)
         gw = sum_dy_xhat if need_w else None
         gb = sum_dy if need_b else None
         return (_restore(gx, grad.shape, axis) if need_x else None), gw, gb

@@ -1,4 +1,5 @@
-"""Training-mode batch normalisation, fused with the ReLU on either side of it.
+"""Batch normalisation, fused with the ReLU on either side of it: training mode, eval mode's
+folded affine pass, and the backward of both.
 
 Works on a (C, R, L) view of the input: channel first, its R*L values in rows of L (the
 (C, H*W, N) memory behind conv2d's outputs, or (N, C, M) seen through a transpose). One
@@ -79,10 +80,12 @@ def batch_norm_forward(x, weight, bias, eps, relu_before, relu_after, dropout, o
 
 @serialised
 @njit(parallel=True, cache=True)
-def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_after, drop_scale,
-                        dx, grad_weight, grad_bias):
+def batch_norm_backward(x, dy, out, weight, mean, invstd, batch_stats, relu_before, relu_after,
+                        drop_scale, dx, grad_weight, grad_bias):
     """Gradients of batch_norm_forward. dx = weight * invstd * (dy - mean(dy) - xhat *
-    mean(dy * xhat)) per channel, xhat = (max?(x, 0) - mean) * invstd; dy is first masked
+    mean(dy * xhat)) per channel, xhat = (max?(x, 0) - mean) * invstd, when mean and invstd
+    are the batch's (batch_stats); dx = weight * invstd * dy for fixed ones (eval mode,
+    batch_norm_affine's gradient). dy is first masked
     by out > 0 (relu_after; and scaled by drop_scale when not 0: the dropout's) and dx by
     x > 0 (relu_before). Writes dx (when it has channels), grad_weight = sum dy * xhat and
     grad_bias = sum dy.
@@ -113,8 +116,8 @@ def batch_norm_backward(x, dy, out, weight, mean, invstd, relu_before, relu_afte
             continue
         inv = x.dtype.type(invstd[c])
         scale = inv * weight[c]
-        mean_dy = x.dtype.type(total_dy / count)
-        xhat_coeff = x.dtype.type(total_dy_xhat / count)
+        mean_dy = x.dtype.type(total_dy / count if batch_stats else 0.0)
+        xhat_coeff = x.dtype.type(total_dy_xhat / count if batch_stats else 0.0)
         for r in range(rows):
             for n in range(lanes):
                 g = dy[c, r, n]
