@@ -3,7 +3,7 @@
 im2col, col2im and the row unfolding work through blocks of ~BLOCK_BYTES (one block for the
 small arrays of the other tests). Here the blocks are shrunk to one row or channel, so
 every such path is checked against a gradient check and against the whole-array path.
-ELU and LeakyReLU select branch-free: exactly the two-branch values.
+ELU and LeakyReLU (compiled selects): exactly the two-branch values.
 """
 import numpy as np
 import pytest
@@ -57,8 +57,8 @@ def test_one_row_blocks_equal_whole_arrays(monkeypatch):
 
 @pytest.mark.parametrize("alpha", [1.0, 0.7, 2.5, -0.5])
 def test_branch_free_elu_and_leaky_relu_equal_their_definitions(alpha):
-    """ELU and LeakyReLU select branch-free (np.where mispredicts a branch per element);
-    the values and slopes must be exactly those of the two-branch definitions (ELU's
+    """ELU and LeakyReLU are compiled selects (kernels/elementwise.py); the values and
+    slopes must be exactly those of the two-branch definitions (ELU's
     float32 exponential, its own, rounds float64's: kernels/elementwise.py)."""
     rng = np.random.default_rng(4)
     x = np.concatenate([rng.standard_normal(1000) * 5, [0.0, -0.0, np.inf, -np.inf, 1e-30,

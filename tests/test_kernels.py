@@ -174,10 +174,14 @@ def test_elementwise_kernels_same_bits_for_any_thread_count():
     _assert_all_equal(_runs(elementwise.dropout,
                             lambda: (x, key, threshold, scale, np.empty_like(x)), outputs=[4]))
     alpha = np.float32(0.7)
-    _assert_all_equal(_runs(elementwise.elu_float32, lambda: (x, alpha, np.empty_like(x)),
-                            outputs=[2]))
-    _assert_all_equal(_runs(elementwise.elu_backward_float32,
-                            lambda: (g, x, alpha, np.empty_like(x)), outputs=[3]))
+    for forward, backward, parameter in [(elementwise.elu, elementwise.elu_backward, alpha),
+                                         (elementwise.leaky_relu, elementwise.leaky_relu_backward,
+                                          alpha),
+                                         (elementwise.gelu, elementwise.gelu_backward, False),
+                                         (elementwise.gelu, elementwise.gelu_backward, True)]:
+        _assert_all_equal(_runs(forward, lambda: (x, parameter, np.empty_like(x)), outputs=[2]))
+        _assert_all_equal(_runs(backward, lambda: (g, x, parameter, np.empty_like(x)),
+                                outputs=[3]))
 
 
 def test_elu_float32_exponential_rounds_like_float64():
@@ -192,8 +196,8 @@ def test_elu_float32_exponential_rounds_like_float64():
     x = np.concatenate([x, special])
     alpha = np.float32(1.3)
     out, dx, ones = np.empty_like(x), np.empty_like(x), np.ones_like(x)
-    elementwise.elu_float32(x, alpha, out)
-    elementwise.elu_backward_float32(ones, x, alpha, dx)
+    elementwise.elu(x, alpha, out)
+    elementwise.elu_backward(ones, x, alpha, dx)
     x64 = np.minimum(x.astype(np.float64), 0)
     with np.errstate(invalid="ignore"):
         expected = np.where(x > 0, x, np.float32(alpha) * np.expm1(x64).astype(np.float32))

@@ -26,114 +26,35 @@ class ReLUOp(Function):
         return (elementwise(kernels.relu_backward, (grad, self.out)),)
 
 
-# np.where(mask, a, b) with a data-dependent mask mispredicts a branch per element, several
-# times slower than a plain pass. The activations below select branch-free instead, exactly: max(x, 0) + f(min(x, 0)) with
-# f(0) = 0, and slopes as s * (x <= 0) + (x > 0) (a product with 0 or 1, then + 0 or 1).
-
-def _select_slope(positive: np.ndarray, negative_slope: np.ndarray | float, grad) -> np.ndarray:
-    """grad * (1 where positive, negative_slope elsewhere), without a branch per element."""
-    slope = np.multiply(~positive, negative_slope, dtype=grad.dtype)
-    slope += positive
-    slope *= grad
-    return slope
-
-
 class ELUOp(Function):
     """alpha * (exp(x) - 1) for x <= 0, x otherwise."""
 
     def forward(self, x, alpha=1.0):
-        alpha = x.dtype.type(alpha)
-        if self.requires_grad:
-            self.x, self.alpha = x, alpha
-        if x.dtype == np.float32:  # one compiled pass, its exponential inside
-            return elementwise(kernels.elu_float32, (x,), alpha)
-        # exp of the positive side is never used: clamping it avoids overflow warnings
-        negative = np.minimum(x, 0)
-        return elementwise(kernels.elu, (x, np.expm1(negative, out=negative)), alpha)
+        self.x, self.alpha = x, x.dtype.type(alpha)
+        return elementwise(kernels.elu, (x,), self.alpha)
 
     def backward(self, grad):
-        if self.x.dtype == np.float32 and grad.dtype == np.float32:
-            return (elementwise(kernels.elu_backward_float32, (grad, self.x), self.alpha),)
-        negative = np.minimum(self.x, 0)
-        return (elementwise(kernels.elu_backward,
-                            (grad, self.x, np.exp(negative, out=negative)), self.alpha),)
+        return (elementwise(kernels.elu_backward, (grad, self.x), self.alpha),)
 
 
 class LeakyReLUOp(Function):
     def forward(self, x, negative_slope=0.01):
-        if self.requires_grad:
-            self.x, self.negative_slope = x, negative_slope
-        out = np.minimum(x, 0)
-        out *= x.dtype.type(negative_slope)
-        out += np.maximum(x, 0)
-        return out
+        self.x, self.negative_slope = x, x.dtype.type(negative_slope)
+        return elementwise(kernels.leaky_relu, (x,), self.negative_slope)
 
     def backward(self, grad):
-        return (_select_slope(self.x > 0, grad.dtype.type(self.negative_slope), grad),)
-
-
-# ---- GELU ------------------------------------------------------------------------
-
-_ERFC_COEFFS = (  # Chebyshev fit: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z >= 0
-    -1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
-    0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277)
-_erfc_exact = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _erfc(x: np.ndarray) -> np.ndarray:
-    """Complementary error function in x's dtype (NumPy has none and scipy is not a dependency).
-
-    float32: the Numerical Recipes Chebyshev fit (relative error < 1.2e-7, a float32 ulp,
-    up to 2e-6 in the far tail where erfc < 1e-10). float64 (gradient checks): math.erfc
-    per element, exact but slow.
-    """
-    if x.dtype == np.float64:
-        return np.asarray(_erfc_exact(x), dtype=np.float64)
-    z = np.abs(x)
-    t = 1 / (1 + 0.5 * z)
-    poly = np.full_like(t, _ERFC_COEFFS[-1])
-    for c in _ERFC_COEFFS[-2::-1]:
-        poly *= t
-        poly += c
-    poly -= z * z
-    tail = t * np.exp(poly)  # erfc(|x|)
-    return np.where(x >= 0, tail, 2 - tail)
-
-
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
-_TANH_BETA = math.sqrt(2 / math.pi)
-_TANH_KAPPA = 0.044715
+        return (elementwise(kernels.leaky_relu_backward, (grad, self.x), self.negative_slope),)
 
 
 class GELUOp(Function):
     """x * Phi(x), Phi the standard normal CDF; or its tanh approximation."""
 
     def forward(self, x, approximate="none"):
-        if approximate == "tanh":
-            inner = _TANH_BETA * (x + _TANH_KAPPA * x * x * x)
-            tanh_inner = np.tanh(inner)
-            out = 0.5 * x * (1 + tanh_inner)
-            if self.requires_grad:
-                self.x, self.tanh_inner = x, tanh_inner
-        else:
-            cdf = 0.5 * _erfc(-_SQRT_HALF * x)  # Phi(x), accurate in the left tail too
-            out = x * cdf
-            if self.requires_grad:
-                self.x, self.cdf = x, cdf
-        self.approximate = approximate
-        return out
+        self.x, self.tanh_form = x, approximate == "tanh"
+        return elementwise(kernels.gelu, (x,), self.tanh_form)
 
     def backward(self, grad):
-        x = self.x
-        if self.approximate == "tanh":
-            t = self.tanh_inner
-            d_inner = _TANH_BETA * (1 + 3 * _TANH_KAPPA * x * x)
-            slope = 0.5 * (1 + t) + 0.5 * x * ((1 - t) * (1 + t)) * d_inner
-        else:
-            pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
-            slope = self.cdf + x * pdf
-        return (grad * slope,)
+        return (elementwise(kernels.gelu_backward, (grad, self.x), self.tanh_form),)
 
 
 class TanhOp(Function):
