@@ -127,6 +127,17 @@ def test_max_pool_same_bits_for_any_thread_count(window):
                             lambda: (g, argmax, *window, np.empty_like(x)), [8]))
 
 
+def test_avg_pool_same_bits_for_any_thread_count():
+    x, g = _data(6, 9, 9, BATCH), _data(6, 3, 4, BATCH)
+    rows = np.array([[0, 3], [2, 6], [5, 9]])  # overlapping, as adaptive bins and strides make
+    columns = np.array([[0, 2], [1, 4], [4, 7], [6, 9]])
+    divisor = _data(3, 4) + 5
+    _assert_all_equal(_runs(pool.avg_pool, lambda: (x, rows, columns, divisor,
+                                                    np.empty((6, 3, 4, BATCH), np.float32)), [4]))
+    _assert_all_equal(_runs(pool.avg_pool_backward,
+                            lambda: (g, rows, columns, divisor, np.empty_like(x)), [4]))
+
+
 def test_kernels_launched_from_two_threads_at_once_take_turns():
     """Numba's workqueue layer aborts on concurrent launches; `serialised` makes them wait."""
     import threading

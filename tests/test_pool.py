@@ -79,9 +79,12 @@ def test_max_pool2d_matches_torch_with_ties(torch, kernel, stride, padding, hw):
             lambda t: torch.nn.functional.max_pool2d(t, kernel, stride, padding), x)
 
 
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d,
+                                  lambda x, kernel: F.adaptive_avg_pool2d(
+                                      x, (x.shape[2] // kernel[0], x.shape[3] // kernel[1]))])
 @pytest.mark.parametrize("kernel, hw", [((2, 2), (8, 6)), ((2, 3), (4, 9)), ((3, 1), (6, 5)),
                                         ((1, 1), (3, 4))])
-def test_max_pool2d_chwn_memory_equals_nchw(kernel, hw):
+def test_pooling_chwn_memory_equals_nchw(pool, kernel, hw):
     """The same values laid out as conv2d's (C, H, W, N) memory and as plain NCHW give the
     same bits forward and backward, ties included."""
     rng = np.random.default_rng(8)
@@ -91,7 +94,7 @@ def test_max_pool2d_chwn_memory_equals_nchw(kernel, hw):
     results = []
     for layout in (x, chwn):
         xm = minivgg.Tensor(layout, requires_grad=True)
-        out = F.max_pool2d(xm, kernel)
+        out = pool(xm, kernel)
         out.backward(grad.astype(np.float32))
         results.append((np.ascontiguousarray(out.data), np.ascontiguousarray(xm.grad)))
     np.testing.assert_array_equal(results[0][0], results[1][0])
