@@ -1,6 +1,6 @@
 """Where a training step's time goes: per-op self time of minivgg, beside PyTorch's profiler.
 
-Every Function subclass's forward and backward, and the im2col/col2im-style helpers they
+Every Function subclass's forward and backward, and conv2d's unfolding helpers they
 call, are wrapped with timers that record self time (a helper's time is taken out of the
 op that calls it); the optimizer step and zero_grad are timed too, and `other` is what is
 left of the step: Python, autograd bookkeeping and Module overhead. The same step in
@@ -42,8 +42,7 @@ from minivgg.summary import count_flops  # noqa: E402
 RESULTS = HERE / "results" / "speed"   # speed.json, and the profile_*.json that speed.py renders
 
 # Helpers whose time is split out of the op that calls them, by module of minivgg.functional.
-HELPERS = {"conv": ("im2col", "col2im", "unfold_rows", "fold_rows"),
-           "pool": ("_pad", "_crop")}
+HELPERS = {"conv": ("_unfold", "_fold")}
 
 
 class SelfTimer:

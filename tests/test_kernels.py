@@ -5,7 +5,7 @@ import numba
 import numpy as np
 import pytest
 
-from minivgg.kernels import conv, norm, pool, winograd
+from minivgg.kernels import conv, norm, pool, unfold, winograd
 
 pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2,
                                 reason="needs Numba's pool to have 2 threads (2 cores)")
@@ -125,6 +125,31 @@ def test_max_pool_same_bits_for_any_thread_count(window):
     g = _data(6, oh, ow, BATCH)
     _assert_all_equal(_runs(pool.max_pool_backward,
                             lambda: (g, argmax, *window, np.empty_like(x)), [8]))
+
+
+@pytest.mark.parametrize("taps, stride, top, left, out_hw", [
+    ((3, 3), (1, 1), 1, 1, (9, 9)),   # im2col, padded
+    ((2, 3), (2, 3), 0, 1, (4, 3)),   # im2col, strided
+    ((1, 3), (1, 1), 2, 1, (13, 9))])  # row GEMMs' unfolding: every padded row
+def test_unfold_same_bits_for_any_thread_count_and_fold_is_its_adjoint(taps, stride, top, left,
+                                                                        out_hw):
+    x = _data(5, 9, 9, BATCH)
+    cols_shape = (*taps, 5, *out_hw, BATCH)
+    results = _runs(unfold.unfold, lambda: (x, *stride, top, left,
+                                            np.full(cols_shape, np.nan, np.float32)), [5])
+    _assert_all_equal(results)
+    cols, d_cols = results[0][0], _data(*cols_shape)
+    folded = _runs(unfold.fold, lambda: (d_cols, *stride, top, left, np.full_like(x, np.nan)),
+                   [5])
+    _assert_all_equal(folded)
+    # <unfold(x), d_cols> = <x, fold(d_cols)>
+    assert np.isclose(np.vdot(cols.astype(np.float64), d_cols),
+                      np.vdot(x.astype(np.float64), folded[0][0]), rtol=1e-5)
+    # and unfold is the windows: the tap (i, j) value at (oh, ow) is x at the shifted place
+    i, j, oh, ow = taps[0] - 1, taps[1] - 1, out_hw[0] - 1, 0
+    h, w = stride[0] * oh + i - top, stride[1] * ow + j - left
+    expected = x[2, h, w] if 0 <= h < 9 and 0 <= w < 9 else 0
+    np.testing.assert_array_equal(cols[i, j, 2, oh, ow], expected)
 
 
 def test_avg_pool_same_bits_for_any_thread_count():

@@ -170,16 +170,16 @@ def test_check_flags_a_hand_edited_section(tmp_path):
 
 def test_profile_accounts_for_the_step_and_restores_the_ops():
     from minivgg.functional import conv
-    original_forward, original_im2col = conv.Conv2dOp.forward, conv.im2col
+    original_forward, original_unfold = conv.Conv2dOp.forward, conv._unfold
     case = speed.Case("mnist_5k", 8)
     result = profile_step.profile_minivgg(case, steps=2, by_shape=True)
     names = {op["name"]: op for op in result["ops"]}
-    assert {"Conv2dOp.forward", "Conv2dOp.backward", "conv.im2col", "optimizer.step (SGD)"} <= set(names)
+    assert {"Conv2dOp.forward", "Conv2dOp.backward", "conv._unfold", "optimizer.step (SGD)"} <= set(names)
     assert names["Conv2dOp.forward"]["calls"] == 6  # six convolutions per step
     # self times add up to the step: "other" is the remainder, never negative
     assert sum(op["ms"] for op in result["ops"]) == pytest.approx(result["profiled_step_ms"], rel=1e-6)
     assert any(op["name"].startswith("Conv2dOp.backward (8,") for op in result["by_shape"])
-    assert conv.Conv2dOp.forward is original_forward and conv.im2col is original_im2col
+    assert conv.Conv2dOp.forward is original_forward and conv._unfold is original_unfold
     assert "step" not in vars(case.optimizer)  # the instance attribute wrapper is gone
 
 

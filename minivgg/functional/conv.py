@@ -1,18 +1,15 @@
 """2-D convolution, three paths: direct 3x3 and 5x5 kernels (kernels/conv.py) for the
-thin layers (see DIRECT_MAX_CO), im2col + one GEMM (first layers, strided convs, small maps),
-and row GEMMs (unfold along W only, one GEMM per kernel row: see ROW_GEMM_MIN_K) for the
-wide stride-1 layers, which keeps a third of im2col's buffer for backward.
+thin layers (see DIRECT_MAX_CO); GEMMs on the unfolded input (kernels/unfold.py) for the
+rest, im2col and one GEMM (first layers, strided convs, small maps) or row GEMMs for the
+wide stride-1 layers (see ROW_GEMM_MIN_K); Winograd F(2x2, 3x3) for inference.
 
-Inside, conv2d works in a (C, H, W, N) layout: every window copy of im2col and every
-slice-add of col2im then moves runs of at least N contiguous values (OW * N at stride
-1), where NCHW-derived layouts move runs of OW values (4 on a 4x4 feature map) and
-NumPy's per-run overhead dominates. It was measured, forward + backward, against cols
-built from a (C, N, H, W) copy and against NHWC cols (N*OH*OW, KH*KW*C) @ W.T, and was
-the fastest of the three on the VGG-width layers (the figures are in the commit that
-chose it).
-
-The output is returned as the (N, C, H, W) transpose of the (C, H, W, N) array computed,
-over the same memory (see layout.py).
+Inside, conv2d works in a (C, H, W, N) layout, the batch innermost: every copy of the
+unfolding moves a run of N contiguous values, every kernel's innermost loop runs along the
+batch whatever the channel count, and the output is returned as the (N, C, H, W) transpose
+of the (C, H, W, N) array computed, over the same memory (see layout.py). It was measured
+against cols built from a (C, N, H, W) copy and against NHWC cols (N*OH*OW, KH*KW*C) @ W.T
+and was the fastest of the three on the VGG-width layers (the figures are in the commit
+that chose it).
 """
 from __future__ import annotations
 
@@ -22,6 +19,7 @@ from ..autograd import Function, Tensor, as_tensor, is_grad_enabled
 from ..kernels import elementwise as elementwise_kernels
 from ..kernels import start_threads
 from ..kernels.norm import batch_norm_affine
+from ..kernels.unfold import fold, unfold
 from ..kernels.conv import conv3x3, conv3x3_weight_grad, conv5x5, conv5x5_weight_grad
 from ..kernels.winograd import pad_parity, winograd3x3, winograd_weights
 from . import activation
@@ -29,7 +27,7 @@ from .gemm import gemm, split
 from .layout import as_chwn, from_chwn, padded_chwn
 from .malloc import empty, keep_freed_memory
 from .pool import max_pool2d, max_pool_2x2_values
-from .windows import BLOCK_BYTES, cache_blocks, check_input, col2im, im2col, out_length, pair
+from .windows import check_input, out_length, pair
 
 __all__ = ["conv2d"]
 
@@ -59,12 +57,9 @@ def conv_padding(padding, kernel: tuple, stride: tuple, op: str = "conv2d") -> t
 class Conv2dOp(Function):
     """out[n, o] = sum over c, i, j of weight[o, c, i, j] * x_padded[n, c, s*oh + i, s*ow + j].
 
-    Forward: im2col on the (C, Hp, Wp, N) padded input gives cols (KH*KW*C, OH*OW*N);
-    out = W (O, KH*KW*C) @ cols is one GEMM over the whole batch, returned over the same
-    memory as (N, O, OH, OW). Backward: dW = g @ cols.T and dcols = W.T @ g are one GEMM
-    each (dcols reuses the cols buffer), dX = col2im(dcols). cols is kept for dW:
-    recomputing it would cost one more im2col per step. Layers that `use_row_gemms` take
-    `_forward_rows` / `_backward_rows` instead, the same steps with KH GEMMs on row bands.
+    Three ways: the direct kernels (`_forward_direct`), Winograd's for inference, and GEMMs
+    on the unfolded input (`_forward_gemm`: im2col, or row GEMMs for the wide layers). The
+    output is returned over the (O, OH, OW, N) memory it was computed in, as (N, O, OH, OW).
     """
 
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0, 0, 0), relu=False,
@@ -94,17 +89,7 @@ class Conv2dOp(Function):
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
         if self.direct:
             return self._forward_direct(x, weight, bias, relu, affine)
-        if self.row_gemms:
-            return self._forward_rows(x, weight, bias, relu, affine)
-
-        if padding == (0, 0, 0, 0):
-            xp = as_chwn(x)  # (C, H, W, N): no copy when x came from a conv2d
-        else:
-            xp = padded_chwn(x, padding)  # (C, Hp, Wp, N)
-        cols = im2col(xp, (kh, kw), stride, (oh, ow), axes=(1, 2))  # (KH*KW, C, OH, OW, N)
-        cols = cols.reshape(kh * kw * channels, oh * ow * batch)
-        w_mat = weight.transpose(0, 2, 3, 1).reshape(out_channels, kh * kw * channels)
-        return self._output(gemm(w_mat, cols), bias, cols, w_mat, relu, affine)  # (O, OH*OW*N)
+        return self._forward_gemm(x, weight, bias, relu, affine)
 
     def _output(self, out, bias, unfolded, w_mat, relu=False, affine=None):
         """Adds the bias to out (O, OH*OW*N) and applies the epilogue (relu, affine: see
@@ -124,35 +109,9 @@ class Conv2dOp(Function):
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
     def backward(self, grad):
-        (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
-        need_x, need_w, need_b = self.needs_input_grad
-        g = as_chwn(grad).reshape(out_channels, oh * ow * batch)  # (O, OH*OW*N)
-        if self.direct:
-            return self._backward_direct(g)
-        if self.row_gemms:
-            return self._backward_rows(g)
-
-        gb = g.sum(axis=1) if need_b else None
-        gw = None
-        if need_w:
-            gw = _weight_grad(self.unfolded, g)  # (O, KH*KW*C)
-            gw = gw.reshape(out_channels, kh, kw, channels).transpose(0, 3, 1, 2).copy()
-        gx = None
-        if need_x:
-            # cols is dead once dW is done: write dcols into its (already paged-in) memory.
-            buffer = self.unfolded if need_w else None
-            self.unfolded = None
-            dcols = gemm(self.w_mat.T, g, out=buffer)  # (KH*KW*C, OH*OW*N)
-            top, bottom, left, right = self.padding
-            padded = (channels, height + top + bottom, width + left + right, batch)
-            dxp = col2im(dcols.reshape(kh * kw, channels, oh, ow, batch), padded, g.dtype,
-                         (kh, kw), self.stride, (oh, ow), axes=(1, 2))
-            if self.padding != (0, 0, 0, 0):
-                dx = empty((channels, height, width, batch), g.dtype)
-                dx[...] = dxp[:, top:top + height, left:left + width, :]
-                dxp = dx
-            gx = from_chwn(dxp)
-        return gx, gw, gb
+        _, (out_channels, *_), (oh, ow) = self.shapes
+        g = as_chwn(grad).reshape(out_channels, -1)  # (O, OH*OW*N)
+        return self._backward_direct(g) if self.direct else self._backward_gemm(g)
 
     # ---- the direct path: 3x3 and 5x5 stride-1 kernels for the thin layers -------------
 
@@ -208,52 +167,58 @@ class Conv2dOp(Function):
                     winograd_block(channels, batch, tile_rows, tile_cols), pool, out)
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
-    # ---- the row-GEMM path: unfold along W only, one GEMM per kernel row ----------------
+    # ---- the GEMM paths: im2col, or row GEMMs on bands of the rows unfolded along W ----
 
-    def _forward_rows(self, x, weight, bias, relu, affine):
-        (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
-        rows = unfold_rows(as_chwn(x), kw, self.padding, ow)  # (KW, C, Hp, OW, N)
-        padded_h = rows.shape[2]
-        rows = rows.reshape(kw * channels, padded_h * ow * batch)
+    def _gemm_geometry(self) -> tuple:
+        """(bands, kernel rows per band, unfolding stride, unfolded rows). im2col unfolds all
+        KH x KW taps: one band, out = W @ cols one GEMM. Row GEMMs unfold the KW taps of
+        every padded row, and kernel row b reads the band of rows b..b+OH-1: KH GEMMs."""
+        (_, _, height, _), (_, _, kh, _), (oh, _) = self.shapes
+        if self.row_gemms:
+            return kh, 1, (1, 1), height + self.padding[0] + self.padding[1]
+        return 1, kh, self.stride, oh
+
+    def _forward_gemm(self, x, weight, bias, relu, affine):
+        (batch, channels, _, _), (out_channels, _, kh, kw), (oh, ow) = self.shapes
+        bands, taps, stride, rows = self._gemm_geometry()
+        cols = _unfold(x, (taps, kw), stride, self.padding, rows)  # (taps*KW*C, rows*OW*N)
+        # w_bands[b][o, (i*KW + j)*C + c] = weight[o, c, b*taps + i, j]
+        w_bands = weight.reshape(out_channels, channels, bands, taps, kw).transpose(
+            2, 0, 3, 4, 1).reshape(bands, out_channels, taps * kw * channels)
         span = ow * batch  # one output row of every sample
-        # w_rows[i][o, j*C + c] = weight[o, c, i, j]
-        w_rows = weight.transpose(2, 0, 3, 1).reshape(kh, out_channels, kw * channels)
-        out = gemm(w_rows[0], rows[:, :oh * span])
-        for i in range(1, kh):
-            add_product(out, w_rows[i], rows[:, i * span:(i + oh) * span])
-        return self._output(out, bias, rows, w_rows, relu, affine)
+        out = gemm(w_bands[0], cols[:, :oh * span])
+        for b in range(1, bands):
+            add_product(out, w_bands[b], cols[:, b * span:(b + oh) * span])
+        return self._output(out, bias, cols, w_bands, relu, affine)
 
-    def _backward_rows(self, g):
-        (batch, channels, height, width), (out_channels, _, kh, kw), (oh, ow) = self.shapes
+    def _backward_gemm(self, g):
+        (batch, channels, _, _), (out_channels, _, kh, kw), (oh, ow) = self.shapes
         need_x, need_w, need_b = self.needs_input_grad
+        bands, taps, stride, rows = self._gemm_geometry()
         span = ow * batch
         gb = g.sum(axis=1) if need_b else None
-        gw = None
-        rows, self.unfolded = self.unfolded, None
+        gw = gx = None
+        cols, self.unfolded = self.unfolded, None
         if need_w:
-            gw_rows = np.empty((kh, out_channels, kw * channels), g.dtype)
-            for i in range(kh):
-                gw_rows[i] = _weight_grad(rows[:, i * span:(i + oh) * span], g)
-            gw = gw_rows.reshape(kh, out_channels, kw, channels).transpose(1, 3, 0, 2).copy()
-        gx = None
+            gw = np.empty((bands, out_channels, taps * kw * channels), g.dtype)
+            for b in range(bands):
+                gw[b] = _weight_grad(cols[:, b * span:(b + oh) * span], g)
+            gw = np.ascontiguousarray(gw.reshape(bands, out_channels, taps, kw, channels)
+                                      .transpose(1, 4, 0, 2, 3)).reshape(out_channels, channels, kh, kw)
         if need_x:
-            top, bottom, _, _ = self.padding
-            padded_h = height + top + bottom
-            # rows is dead once dW is done: its memory takes d(rows).
-            d_rows = rows if rows is not None else empty(
-                (kw * channels, padded_h * span), g.dtype)
-            w_rows, self.w_mat = self.w_mat, None
-            gemm(w_rows[0].T, g, out=d_rows[:, :oh * span])
-            d_rows[:, oh * span:] = 0
-            for i in range(1, kh):
-                add_product(d_rows[:, i * span:(i + oh) * span], w_rows[i].T, g)
-            d_rows = d_rows.reshape(kw, channels, padded_h, ow, batch)
-            gx = from_chwn(fold_rows(d_rows, (channels, height, width, batch), self.padding))
+            # cols is dead once dW is done: its memory takes d(cols).
+            d_cols = cols if cols is not None else empty((taps * kw * channels, rows * span),
+                                                         g.dtype)
+            w_bands, self.w_mat = self.w_mat, None
+            gemm(w_bands[0].T, g, out=d_cols[:, :oh * span])
+            d_cols[:, oh * span:] = 0
+            for b in range(1, bands):
+                add_product(d_cols[:, b * span:(b + oh) * span], w_bands[b].T, g)
+            gx = _fold(d_cols, (taps, kw), stride, self.padding, self.shapes)
         return gx, gw, gb
 
 
-# ---- row GEMMs ---------------------------------------------------------------------------
-# For stride 1 and enough input channels, conv2d unfolds the input along W only:
+# Row GEMMs: for stride 1 and enough input channels, conv2d unfolds the input along W only:
 # rows[j, c, h, ow, n] = x_padded[c, h, j + ow, n], KW copies instead of im2col's KH*KW.
 # In (KW*C, Hp*OW*N) form, kernel row i needs the columns of output rows h = i..i+OH-1, a
 # contiguous band of columns, so out = sum over i of W_i @ rows[:, band i] is KH GEMMs on
@@ -331,11 +296,14 @@ def winograd_block(channels: int, batch: int, tile_rows: int, tile_cols: int) ->
     return tiles
 
 
+SLAB_BYTES = 1 << 20  # add_product's scratch product: well inside L2
+
+
 def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     """out += a @ b, a slab of columns at a time: the product of each slab lands in a small
     scratch buffer that is added while still in cache, never in an out-sized temporary.
     Each thread takes its own range of slabs (gemm.split)."""
-    step = max(4096, 2 * BLOCK_BYTES // (out.shape[0] * out.itemsize))
+    step = max(4096, SLAB_BYTES // (out.shape[0] * out.itemsize))
 
     def slabs(lo, hi):
         scratch = np.empty((out.shape[0], min(step, hi - lo)), out.dtype)
@@ -353,41 +321,22 @@ def use_row_gemms(channels: int, kernel: tuple, stride: tuple, out_h: int) -> bo
             and out_h >= ROW_GEMM_MIN_OH)
 
 
-def _row_window(j: int, left: int, width: int, out_w: int) -> tuple:
-    """Output columns [lo, hi) that kernel column j reads from inside the unpadded input,
-    starting at input column lo + j - left."""
-    return max(0, left - j), min(out_w, width + left - j)
+def _unfold(x: np.ndarray, taps: tuple, stride: tuple, padding: tuple, out_h: int) -> np.ndarray:
+    """The (N, C, H, W) x unfolded (kernels/unfold.py) for taps (KH, KW) and out_h rows, as
+    the (KH*KW*C, OH*OW*N) matrix of the GEMMs; padding (top, bottom, left, right)."""
+    channels, width, batch = x.shape[1], x.shape[3], x.shape[0]
+    out_w = out_length(width, taps[1], stride[1], padding[2], padding[3])
+    cols = empty((*taps, channels, out_h, out_w, batch), x.dtype)
+    unfold(as_chwn(x), *stride, padding[0], padding[2], cols)
+    return cols.reshape(taps[0] * taps[1] * channels, -1)
 
 
-def unfold_rows(x: np.ndarray, kw: int, padding: tuple, out_w: int) -> np.ndarray:
-    """(C, H, W, N) -> (KW, C, H + top + bottom, OW, N), the zero padding written in place."""
-    channels, height, width, batch = x.shape
-    top, bottom, left, _ = padding
-    rows = empty((kw, channels, height + top + bottom, out_w, batch), x.dtype)
-    for block in cache_blocks(x.shape, x.itemsize, (1, 2)):
-        for j in range(kw):
-            lo, hi = _row_window(j, left, width, out_w)
-            dst = rows[j, block]
-            dst[:, :top] = 0
-            dst[:, top + height:] = 0
-            dst[:, top:top + height, :lo] = 0
-            dst[:, top:top + height, hi:] = 0
-            dst[:, top:top + height, lo:hi] = x[block, :, lo + j - left:hi + j - left]
-    return rows
-
-
-def fold_rows(d_rows: np.ndarray, shape: tuple, padding: tuple) -> np.ndarray:
-    """The adjoint of unfold_rows: (KW, C, Hp, OW, N) -> (C, H, W, N), padding dropped."""
-    kw, out_w = d_rows.shape[0], d_rows.shape[3]
-    channels, height, width, batch = shape
-    top, _, left, _ = padding
-    dx = empty(shape, d_rows.dtype)
-    for block in cache_blocks(shape, d_rows.itemsize, (1, 2)):
-        dx[block] = 0
-        for j in range(kw):
-            lo, hi = _row_window(j, left, width, out_w)
-            dx[block, :, lo + j - left:hi + j - left] += d_rows[j, block, top:top + height, lo:hi]
-    return dx
+def _fold(d_cols: np.ndarray, taps: tuple, stride: tuple, padding: tuple, shapes: tuple):
+    """The adjoint of _unfold: the (N, C, H, W) input gradient from d_cols."""
+    (batch, channels, height, width), _, (_, out_w) = shapes
+    dx = empty((channels, height, width, batch), d_cols.dtype)
+    fold(d_cols.reshape(*taps, channels, -1, out_w, batch), *stride, padding[0], padding[2], dx)
+    return from_chwn(dx)
 
 
 def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
