@@ -20,13 +20,9 @@ def _unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
-def _shape_of(x):
-    return np.shape(x)
-
-
 class Add(Function):
     def forward(self, a, b):
-        self.shapes = (_shape_of(a), _shape_of(b))
+        self.shapes = (np.shape(a), np.shape(b))
         return np.add(a, b)
 
     def backward(self, grad):
@@ -35,7 +31,7 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
-        self.shapes = (_shape_of(a), _shape_of(b))
+        self.shapes = (np.shape(a), np.shape(b))
         return np.subtract(a, b)
 
     def backward(self, grad):
@@ -49,8 +45,8 @@ class Mul(Function):
         return np.multiply(a, b)
 
     def backward(self, grad):
-        ga = _unbroadcast(grad * self.b, _shape_of(self.a)) if self.needs_input_grad[0] else None
-        gb = _unbroadcast(grad * self.a, _shape_of(self.b)) if self.needs_input_grad[1] else None
+        ga = _unbroadcast(grad * self.b, np.shape(self.a)) if self.needs_input_grad[0] else None
+        gb = _unbroadcast(grad * self.a, np.shape(self.b)) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -61,8 +57,8 @@ class Div(Function):
         return np.divide(a, b)
 
     def backward(self, grad):
-        ga = _unbroadcast(grad / self.b, _shape_of(self.a)) if self.needs_input_grad[0] else None
-        gb = (_unbroadcast(-grad * self.a / (self.b * self.b), _shape_of(self.b))
+        ga = _unbroadcast(grad / self.b, np.shape(self.a)) if self.needs_input_grad[0] else None
+        gb = (_unbroadcast(-grad * self.a / (self.b * self.b), np.shape(self.b))
               if self.needs_input_grad[1] else None)
         return ga, gb
 

@@ -78,18 +78,11 @@ class Conv2dOp(Function):
         self.stride, self.padding = stride, padding
         if not self.requires_grad and use_winograd(channels, (kh, kw), stride, (oh, ow)):
             return self._forward_winograd(x, weight, bias, relu, affine, max_pool_2x2)
-        out = self._forward(x, weight, bias, relu, affine)
-        return max_pool_2x2_values(out) if max_pool_2x2 else out
-
-    def _forward(self, x, weight, bias, relu, affine):
-        """The convolution on the direct, row-GEMM or im2col path (training's paths)."""
-        (batch, channels, _, _), (out_channels, _, kh, kw), (oh, ow) = self.shapes
-        stride, padding = self.stride, self.padding
         self.direct = use_direct(channels, out_channels, (kh, kw), stride, padding, ow * batch)
         self.row_gemms = not self.direct and use_row_gemms(channels, (kh, kw), stride, oh)
-        if self.direct:
-            return self._forward_direct(x, weight, bias, relu, affine)
-        return self._forward_gemm(x, weight, bias, relu, affine)
+        convolve = self._forward_direct if self.direct else self._forward_gemm
+        out = convolve(x, weight, bias, relu, affine)
+        return max_pool_2x2_values(out) if max_pool_2x2 else out
 
     def _output(self, out, bias, unfolded, w_mat, relu=False, affine=None):
         """Adds the bias to out (O, OH*OW*N) and applies the epilogue (relu, affine: see
@@ -109,9 +102,9 @@ class Conv2dOp(Function):
         return from_chwn(out.reshape(out_channels, oh, ow, batch))
 
     def backward(self, grad):
-        _, (out_channels, *_), (oh, ow) = self.shapes
-        g = as_chwn(grad).reshape(out_channels, -1)  # (O, OH*OW*N)
-        return self._backward_direct(g) if self.direct else self._backward_gemm(g)
+        g = as_chwn(grad).reshape(grad.shape[1], -1)  # (O, OH*OW*N)
+        gx, gw = self._backward_direct(g) if self.direct else self._backward_gemm(g)
+        return gx, gw, g.sum(axis=1) if self.needs_input_grad[2] else None
 
     # ---- the direct path: 3x3 and 5x5 stride-1 kernels for the thin layers -------------
 
@@ -127,9 +120,8 @@ class Conv2dOp(Function):
 
     def _backward_direct(self, g):
         (batch, channels, height, width), (out_channels, _, k, _), (oh, ow) = self.shapes
-        need_x, need_w, need_b = self.needs_input_grad
+        need_x, need_w, _ = self.needs_input_grad
         convolve, weight_grad = DIRECT_KERNELS[k]
-        gb = g.sum(axis=1) if need_b else None
         gw = gx = None
         if need_w:
             xp, self.unfolded = self.unfolded, None  # (C, OH + k - 1, OW + k - 1, N)
@@ -148,7 +140,7 @@ class Conv2dOp(Function):
                      np.zeros(channels, g.dtype), False, *_scale_shift(None, g.dtype), batch,
                      dx.reshape(channels, height, -1))
             gx = from_chwn(dx)
-        return gx, gw, gb
+        return gx, gw
 
     # ---- Winograd F(2x2, 3x3), forward only: inference --------------------------------
 
@@ -193,18 +185,17 @@ class Conv2dOp(Function):
 
     def _backward_gemm(self, g):
         (batch, channels, _, _), (out_channels, _, kh, kw), (oh, ow) = self.shapes
-        need_x, need_w, need_b = self.needs_input_grad
+        need_x, need_w, _ = self.needs_input_grad
         bands, taps, stride, rows = self._gemm_geometry()
         span = ow * batch
-        gb = g.sum(axis=1) if need_b else None
         gw = gx = None
         cols, self.unfolded = self.unfolded, None
         if need_w:
             gw = np.empty((bands, out_channels, taps * kw * channels), g.dtype)
             for b in range(bands):
                 gw[b] = _weight_grad(cols[:, b * span:(b + oh) * span], g)
-            gw = np.ascontiguousarray(gw.reshape(bands, out_channels, taps, kw, channels)
-                                      .transpose(1, 4, 0, 2, 3)).reshape(out_channels, channels, kh, kw)
+            gw = gw.reshape(bands, out_channels, taps, kw, channels).transpose(1, 4, 0, 2, 3)
+            gw = np.ascontiguousarray(gw).reshape(out_channels, channels, kh, kw)
         if need_x:
             # cols is dead once dW is done: its memory takes d(cols).
             d_cols = cols if cols is not None else empty((taps * kw * channels, rows * span),
@@ -215,20 +206,10 @@ class Conv2dOp(Function):
             for b in range(1, bands):
                 add_product(d_cols[:, b * span:(b + oh) * span], w_bands[b].T, g)
             gx = _fold(d_cols, (taps, kw), stride, self.padding, self.shapes)
-        return gx, gw, gb
+        return gx, gw
 
 
-# Row GEMMs: for stride 1 and enough input channels, conv2d unfolds the input along W only:
-# rows[j, c, h, ow, n] = x_padded[c, h, j + ow, n], KW copies instead of im2col's KH*KW.
-# In (KW*C, Hp*OW*N) form, kernel row i needs the columns of output rows h = i..i+OH-1, a
-# contiguous band of columns, so out = sum over i of W_i @ rows[:, band i] is KH GEMMs on
-# strided views, with no copy. The buffer kept for backward is about a third of im2col's
-# for 3x3 kernels. Measured per layer, forward + backward, row GEMMs are as fast as im2col
-# or faster once K = KW*C >= 24 and OH >= 4; first layers (K of 3-9) make products too thin,
-# and 1x1 or 2x2 outputs too short. Hence the two thresholds.
-ROW_GEMM_MIN_K = 24
-ROW_GEMM_MIN_OH = 4
-
+# ---- which path a layer takes ----------------------------------------------------------
 
 # Direct convolution (kernels/conv.py) for 3x3 and 5x5 stride-1 layers with C*O <=
 # DIRECT_MAX_CO: every such layer of the MNIST, LeNet and VGG nets (1 to 64 channels) and
@@ -254,6 +235,23 @@ def use_direct(channels: int, out_channels: int, kernel: tuple, stride: tuple,
             and channels * out_channels <= DIRECT_MAX_CO and span >= DIRECT_MIN_SPAN)
 
 
+# Row GEMMs: for stride 1 and enough input channels, conv2d unfolds the input along W only:
+# rows[j, c, h, ow, n] = x_padded[c, h, j + ow, n], KW copies instead of im2col's KH*KW.
+# In (KW*C, Hp*OW*N) form, kernel row i needs the columns of output rows h = i..i+OH-1, a
+# contiguous band of columns, so out = sum over i of W_i @ rows[:, band i] is KH GEMMs on
+# strided views, with no copy. The buffer kept for backward is about a third of im2col's
+# for 3x3 kernels. Measured per layer, forward + backward, row GEMMs are as fast as im2col
+# or faster once K = KW*C >= 24 and OH >= 4; first layers (K of 3-9) make products too thin,
+# and 1x1 or 2x2 outputs too short. Hence the two thresholds.
+ROW_GEMM_MIN_K = 24
+ROW_GEMM_MIN_OH = 4
+
+
+def use_row_gemms(channels: int, kernel: tuple, stride: tuple, out_h: int) -> bool:
+    return (tuple(stride) == (1, 1) and kernel[0] > 1 and kernel[1] * channels >= ROW_GEMM_MIN_K
+            and out_h >= ROW_GEMM_MIN_OH)
+
+
 # Winograd F(2x2, 3x3) (kernels/winograd.py) for 3x3 stride-1 layers when no gradient is
 # needed, from WINOGRAD_MIN_C input channels: below that the products are too short to
 # pay for the transforms (the per-layer figures are in the commit that added it). The
@@ -267,16 +265,6 @@ WINOGRAD_MIN_C = 16
 # under WINOGRAD_BLOCK_BYTES for wider layers.
 WINOGRAD_BLOCK_POSITIONS = 1024
 WINOGRAD_BLOCK_BYTES = 4 << 20
-
-
-def _bias_or_zeros(bias, out_channels: int, dtype) -> np.ndarray:
-    """The bias the compiled kernels add (they always add one)."""
-    return np.zeros(out_channels, dtype) if bias is None else bias
-
-
-def _scale_shift(affine, dtype) -> tuple:
-    """(scale, shift) for the kernels' epilogue: empty arrays when there is none."""
-    return affine if affine is not None else (np.empty(0, dtype), np.empty(0, dtype))
 
 
 def use_winograd(channels: int, kernel: tuple, stride: tuple, out_size: tuple) -> bool:
@@ -294,6 +282,26 @@ def winograd_block(channels: int, batch: int, tile_rows: int, tile_cols: int) ->
     while tiles > 1 and tile_rows * -(-tile_cols // tiles) < wanted:
         tiles -= 1
     return tiles
+
+
+# ---- helpers of the paths ---------------------------------------------------------------
+
+def _unfold(x: np.ndarray, taps: tuple, stride: tuple, padding: tuple, out_h: int) -> np.ndarray:
+    """The (N, C, H, W) x unfolded (kernels/unfold.py) for taps (KH, KW) and out_h rows, as
+    the (KH*KW*C, OH*OW*N) matrix of the GEMMs; padding (top, bottom, left, right)."""
+    channels, width, batch = x.shape[1], x.shape[3], x.shape[0]
+    out_w = out_length(width, taps[1], stride[1], padding[2], padding[3])
+    cols = empty((*taps, channels, out_h, out_w, batch), x.dtype)
+    unfold(as_chwn(x), *stride, padding[0], padding[2], cols)
+    return cols.reshape(taps[0] * taps[1] * channels, -1)
+
+
+def _fold(d_cols: np.ndarray, taps: tuple, stride: tuple, padding: tuple, shapes: tuple):
+    """The adjoint of _unfold: the (N, C, H, W) input gradient from d_cols."""
+    (batch, channels, height, width), _, (_, out_w) = shapes
+    dx = empty((channels, height, width, batch), d_cols.dtype)
+    fold(d_cols.reshape(*taps, channels, -1, out_w, batch), *stride, padding[0], padding[2], dx)
+    return from_chwn(dx)
 
 
 SLAB_BYTES = 1 << 20  # add_product's scratch product: well inside L2
@@ -316,33 +324,20 @@ def add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     split(slabs, out.shape[1], out.size * a.shape[1])
 
 
-def use_row_gemms(channels: int, kernel: tuple, stride: tuple, out_h: int) -> bool:
-    return (tuple(stride) == (1, 1) and kernel[0] > 1 and kernel[1] * channels >= ROW_GEMM_MIN_K
-            and out_h >= ROW_GEMM_MIN_OH)
-
-
-def _unfold(x: np.ndarray, taps: tuple, stride: tuple, padding: tuple, out_h: int) -> np.ndarray:
-    """The (N, C, H, W) x unfolded (kernels/unfold.py) for taps (KH, KW) and out_h rows, as
-    the (KH*KW*C, OH*OW*N) matrix of the GEMMs; padding (top, bottom, left, right)."""
-    channels, width, batch = x.shape[1], x.shape[3], x.shape[0]
-    out_w = out_length(width, taps[1], stride[1], padding[2], padding[3])
-    cols = empty((*taps, channels, out_h, out_w, batch), x.dtype)
-    unfold(as_chwn(x), *stride, padding[0], padding[2], cols)
-    return cols.reshape(taps[0] * taps[1] * channels, -1)
-
-
-def _fold(d_cols: np.ndarray, taps: tuple, stride: tuple, padding: tuple, shapes: tuple):
-    """The adjoint of _unfold: the (N, C, H, W) input gradient from d_cols."""
-    (batch, channels, height, width), _, (_, out_w) = shapes
-    dx = empty((channels, height, width, batch), d_cols.dtype)
-    fold(d_cols.reshape(*taps, channels, -1, out_w, batch), *stride, padding[0], padding[2], dx)
-    return from_chwn(dx)
-
-
 def _weight_grad(cols: np.ndarray, g: np.ndarray) -> np.ndarray:
     """dW = g @ cols.T for cols (K, P) and g (O, P): (O, K), as a transposed view (cols @ g.T
     is the faster operand order on every shape measured)."""
     return gemm(cols, g.T).T
+
+
+def _bias_or_zeros(bias, out_channels: int, dtype) -> np.ndarray:
+    """The bias the compiled kernels add (they always add one)."""
+    return np.zeros(out_channels, dtype) if bias is None else bias
+
+
+def _scale_shift(affine, dtype) -> tuple:
+    """(scale, shift) for the kernels' epilogue: empty arrays when there is none."""
+    return affine if affine is not None else (np.empty(0, dtype), np.empty(0, dtype))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, relu: bool = False,
